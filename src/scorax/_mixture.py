@@ -1,0 +1,193 @@
+r"""Gaussian mixtures: exact densities, scores and diffused marginals."""
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy as jsp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+
+from ._custom_types import FloatScalar, RealScalarLike
+from ._misc import check, check_time
+from ._path import AbstractGaussianPath
+
+
+class GaussianMixture(eqx.Module):
+    r"""A mixture of Gaussians, the analytic oracle of scorax.
+
+    $$p(x) = \sum_{k=1}^K w_k\, \mathcal{N}(x; \mu_k, \Sigma_k).$$
+
+    Its score is exact,
+
+    $$\nabla_x \log p(x) = -\sum_k r_k(x)\, \Sigma_k^{-1}(x - \mu_k), \qquad
+    r_k(x) = \frac{w_k \mathcal{N}(x; \mu_k, \Sigma_k)}{p(x)},$$
+
+    and so is its image under any Gaussian path: if $x_0 \sim p$ then
+    $x_t = \alpha x_0 + \sigma \varepsilon$ is again a mixture, with means
+    $\alpha \mu_k$ and covariances $\alpha^2 \Sigma_k + \sigma^2 I$
+    ([`marginal`][scorax.GaussianMixture.marginal]). Every sampler, loss and
+    likelihood in scorax can therefore be checked against an exact score at any
+    time on any path.
+
+    Densities use Cholesky factors and `logsumexp`, so they stay finite far in the
+    tails; all methods act on one point (use `jax.vmap` for batches).
+
+    **Arguments:**
+
+    - `means`: shape `(K, d)`.
+    - `covs`: shape `(K, d, d)`, symmetric positive definite.
+    - `weights`: shape `(K,)`, non-negative and summing to one.
+
+    !!! example
+
+        ```python
+        mixture = scorax.GaussianMixture(
+            means=jnp.array([[-2.0, 0.0], [2.0, 0.0]]),
+            covs=jnp.stack([0.25 * jnp.eye(2)] * 2),
+            weights=jnp.array([0.3, 0.7]),
+        )
+        diffused = mixture.marginal(scorax.VPPath(), 0.5)
+        score = jax.vmap(diffused.score)(x_t)
+        ```
+    """
+
+    means: Float[Array, "k d"]
+    covs: Float[Array, "k d d"]
+    weights: Float[Array, " k"]
+    scale_tril: Float[Array, "k d d"]
+
+    def __init__(
+        self,
+        means: Float[ArrayLike, "k d"],
+        covs: Float[ArrayLike, "k d d"],
+        weights: Float[ArrayLike, " k"],
+    ):
+        means, covs, weights = jnp.asarray(means), jnp.asarray(covs), jnp.asarray(weights)
+        if means.ndim != 2:
+            raise ValueError(f"`means` must have shape (K, d), got {means.shape}.")
+        num, dim = means.shape
+        if covs.shape != (num, dim, dim):
+            raise ValueError(
+                f"`covs` must have shape (K, d, d) = {(num, dim, dim)} to match "
+                f"`means`, got {covs.shape}."
+            )
+        if weights.shape != (num,):
+            raise ValueError(
+                f"`weights` must have shape (K,) = {(num,)} to match `means`, "
+                f"got {weights.shape}."
+            )
+        tolerance = math.sqrt(jnp.finfo(weights.dtype).eps)
+        weights = check(weights, weights >= 0, "`weights` must be non-negative.")
+        weights = check(
+            weights,
+            jnp.abs(jnp.sum(weights) - 1) <= tolerance * num,
+            f"`weights` must sum to one (within {tolerance * num:.1e}).",
+        )
+        scale = jnp.max(jnp.abs(covs), axis=(-2, -1), keepdims=True)
+        symmetric = jnp.abs(covs - jnp.swapaxes(covs, -1, -2)) <= tolerance * scale
+        covs = check(covs, symmetric, "`covs` must be symmetric.")
+        scale_tril = jnp.linalg.cholesky(covs)
+        scale_tril = check(
+            scale_tril,
+            jnp.all(jnp.isfinite(scale_tril)),
+            "`covs` must be positive definite (its Cholesky factorisation failed).",
+        )
+        self.means, self.covs, self.weights = means, covs, weights
+        self.scale_tril = scale_tril
+
+    @property
+    def num_components(self) -> int:
+        """The number of components $K$."""
+        return self.means.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """The dimension $d$ of the space."""
+        return self.means.shape[1]
+
+    def _whiten(self, x: Float[Array, " d"]) -> tuple[Float[Array, "k d"], Float[Array, " k"]]:
+        """Per component: $z_k = L_k^{-1}(x - \\mu_k)$ and $\\log w_k \\mathcal{N}(x)$."""
+        z = jax.vmap(
+            lambda tril, mean: jsp.linalg.solve_triangular(tril, x - mean, lower=True)
+        )(self.scale_tril, self.means)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), -1)
+        log_normal = -0.5 * jnp.sum(z**2, -1) - log_det - 0.5 * self.dim * jnp.log(2 * jnp.pi)
+        return z, jnp.log(self.weights) + log_normal
+
+    def log_prob(self, x: Float[Array, " d"]) -> FloatScalar:
+        r"""The log density $\log p(x)$, by `logsumexp` over components."""
+        _, log_joint = self._whiten(x)
+        return jax.nn.logsumexp(log_joint)
+
+    def responsibilities(self, x: Float[Array, " d"]) -> Float[Array, " k"]:
+        r"""The posterior component probabilities $r_k(x)$."""
+        _, log_joint = self._whiten(x)
+        return jax.nn.softmax(log_joint)
+
+    def score(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
+        r"""The exact score $\nabla_x \log p(x) = -\sum_k r_k(x)\,\Sigma_k^{-1}(x - \mu_k)$."""
+        z, log_joint = self._whiten(x)
+        return -jax.nn.softmax(log_joint) @ self._solve_transposed(z)
+
+    def _solve_transposed(self, z: Float[Array, "k d"]) -> Float[Array, "k d"]:
+        """Per component: $L_k^{-T} z_k$, so that $L_k^{-T} L_k^{-1} = \\Sigma_k^{-1}$."""
+        return jax.vmap(
+            lambda tril, v: jsp.linalg.solve_triangular(tril, v, lower=True, trans="T")
+        )(self.scale_tril, z)
+
+    def sample(
+        self, *, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()
+    ) -> Float[Array, "*sample_shape d"]:
+        r"""Draw points: a component $k \sim w$, then $\mu_k + L_k \varepsilon$.
+
+        **Arguments:**
+
+        - `key`: a JAX PRNG key.
+        - `sample_shape`: the leading shape of the draws; `()` gives one point.
+        """
+        component_key, noise_key = jr.split(key)
+        component = jr.categorical(component_key, jnp.log(self.weights), shape=sample_shape)
+        eps = jr.normal(noise_key, (*sample_shape, self.dim), self.means.dtype)
+        return self.means[component] + jnp.einsum(
+            "...ij,...j->...i", self.scale_tril[component], eps
+        )
+
+    def marginal(self, path: AbstractGaussianPath, t: RealScalarLike) -> "GaussianMixture":
+        r"""The exactly diffused mixture: the law of $x_t = \alpha(t) x_0 +
+        \sigma(t)\varepsilon$ for $x_0$ drawn from this mixture,
+
+        $$p_t(x) = \sum_k w_k\, \mathcal{N}\!\left(x;\ \alpha(t)\mu_k,\
+        \alpha(t)^2 \Sigma_k + \sigma(t)^2 I\right).$$
+        """
+        t = check_time(t)
+        alpha, sigma = path.alpha(t), path.sigma(t)
+        eye = jnp.eye(self.dim, dtype=self.covs.dtype)
+        return GaussianMixture(
+            means=alpha * self.means,
+            covs=alpha**2 * self.covs + sigma**2 * eye,
+            weights=self.weights,
+        )
+
+    def posterior_mean(
+        self, path: AbstractGaussianPath, x_t: Float[Array, " d"], t: RealScalarLike
+    ) -> Float[Array, " d"]:
+        r"""The Bayes-optimal denoiser $\mathbb{E}[x_0 \mid x_t]$ for data from this
+        mixture, in closed form:
+
+        $$\mathbb{E}[x_0 \mid x_t] = \sum_k r^{(t)}_k(x_t) \left(\mu_k + \alpha
+        \Sigma_k \left(\alpha^2\Sigma_k + \sigma^2 I\right)^{-1}(x_t - \alpha\mu_k)
+        \right),$$
+
+        where $r^{(t)}$ are the responsibilities of the diffused mixture. By
+        Tweedie's formula it equals $(x_t + \sigma^2 \nabla \log p_t(x_t)) / \alpha$,
+        the [`DataPrediction`][scorax.DataPrediction] of the exact score.
+        """
+        diffused = self.marginal(path, t)
+        z, log_joint = diffused._whiten(x_t)
+        precision_times_residual = diffused._solve_transposed(z)
+        component_means = self.means + path.alpha(t) * jnp.einsum(
+            "kij,kj->ki", self.covs, precision_times_residual
+        )
+        return jax.nn.softmax(log_joint) @ component_means

@@ -1,0 +1,69 @@
+"""Shared instances, strategies and tolerances: a new path or parameterisation
+added here is tested everywhere at once."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from hypothesis import strategies as st
+
+import scorax
+
+
+all_paths = (
+    scorax.VPPath(),
+    scorax.VPPath(beta_min=0.5, beta_max=5.0),
+    scorax.SubVPPath(),
+    scorax.VEPath(),
+    scorax.VEPath(sigma_min=0.1, sigma_max=5.0),
+    scorax.CosinePath(),
+    scorax.CosinePath(s=0.0),
+    scorax.LinearPath(),
+    scorax.EDMPath(),
+)
+
+all_parameterisations = (
+    scorax.ScorePrediction(),
+    scorax.NoisePrediction(),
+    scorax.DataPrediction(),
+    scorax.VelocityPrediction(),
+)
+
+dtypes = (jnp.float32, jnp.float64)
+
+# Relative tolerance for identities that hold exactly in real arithmetic: a few
+# hundred ulps, which leaves room for the transcendental functions and the
+# cancellations inside one formula but fails on any mathematical error.
+RTOL = {jnp.float32: 1e-4, jnp.float64: 1e-10}
+
+
+def ids(values) -> list[str]:
+    return [repr(v) for v in values]
+
+
+def dtype_name(dtype) -> str:
+    return jnp.dtype(dtype).name
+
+
+# Times strictly inside (0, 1): every path is smooth and non-singular there.
+interior_times = st.floats(0.02, 0.98)
+shapes = st.sampled_from([(), (3,), (2, 4)])  # a small set: JAX recompiles per shape
+seeds = st.integers(0, 2**31 - 1)
+
+
+def random_array(seed: int, shape: tuple[int, ...], dtype, scale: float = 1.0):
+    return scale * jr.normal(jr.key(seed), shape, dtype)
+
+
+def random_mixture(seed: int, num: int, dim: int, dtype) -> scorax.GaussianMixture:
+    """A mixture with well-conditioned random covariances and uneven weights."""
+    k_mean, k_cov, k_weight = jr.split(jr.key(seed), 3)
+    means = 2 * jr.normal(k_mean, (num, dim), dtype)
+    factors = jr.normal(k_cov, (num, dim, dim), dtype)
+    covs = factors @ jnp.swapaxes(factors, -1, -2) / dim + 0.3 * jnp.eye(dim, dtype=dtype)
+    weights = jax.nn.softmax(jr.normal(k_weight, (num,), dtype))
+    return scorax.GaussianMixture(means=means, covs=covs, weights=weights)
+
+
+def assert_allclose(actual, desired, *, rtol, atol=0.0):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol)
