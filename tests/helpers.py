@@ -1,6 +1,7 @@
 """Shared instances, strategies and tolerances: a new path or parameterisation
 added here is tested everywhere at once."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -31,6 +32,12 @@ all_parameterisations = (
 
 dtypes = (jnp.float32, jnp.float64)
 
+# What a failed `eqx.error_if` raises: EquinoxRuntimeError eagerly and under
+# eqx.filter_jit; under plain jax.jit, XLA's callback failure, which JAX reports
+# as JaxRuntimeError or ValueError depending on where it is observed. Tests match
+# the message as well, so the broad type does not make them weaker.
+RUNTIME_ERRORS = (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError, ValueError)
+
 # Relative tolerance for identities that hold exactly in real arithmetic: a few
 # hundred ulps, which leaves room for the transcendental functions and the
 # cancellations inside one formula but fails on any mathematical error.
@@ -60,7 +67,7 @@ def random_mixture(seed: int, num: int, dim: int, dtype) -> scorax.GaussianMixtu
     k_mean, k_cov, k_weight = jr.split(jr.key(seed), 3)
     means = 2 * jr.normal(k_mean, (num, dim), dtype)
     factors = jr.normal(k_cov, (num, dim, dim), dtype)
-    covs = factors @ jnp.swapaxes(factors, -1, -2) / dim + 0.3 * jnp.eye(dim, dtype=dtype)
+    covs = factors @ jnp.swapaxes(factors, -1, -2) / dim + 0.3 * jnp.eye(dim, dtype=dtype)[None]
     weights = jax.nn.softmax(jr.normal(k_weight, (num,), dtype))
     return scorax.GaussianMixture(means=means, covs=covs, weights=weights)
 

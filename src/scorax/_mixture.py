@@ -109,6 +109,8 @@ class GaussianMixture(eqx.Module):
 
     def _whiten(self, x: Float[Array, " d"]) -> tuple[Float[Array, "k d"], Float[Array, " k"]]:
         """Per component: $z_k = L_k^{-1}(x - \\mu_k)$ and $\\log w_k \\mathcal{N}(x)$."""
+        if x.shape != (self.dim,):
+            raise ValueError(f"`x` must have shape (d,) = ({self.dim},), got {x.shape}.")
         z = jax.vmap(
             lambda tril, mean: jsp.linalg.solve_triangular(tril, x - mean, lower=True)
         )(self.scale_tril, self.means)
@@ -163,7 +165,7 @@ class GaussianMixture(eqx.Module):
         """
         t = check_time(t)
         alpha, sigma = path.alpha(t), path.sigma(t)
-        eye = jnp.eye(self.dim, dtype=self.covs.dtype)
+        eye = jnp.eye(self.dim, dtype=self.covs.dtype)[None]
         return GaussianMixture(
             means=alpha * self.means,
             covs=alpha**2 * self.covs + sigma**2 * eye,
