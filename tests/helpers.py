@@ -67,10 +67,15 @@ def random_mixture(seed: int, num: int, dim: int, dtype) -> scorax.GaussianMixtu
     k_mean, k_cov, k_weight = jr.split(jr.key(seed), 3)
     means = 2 * jr.normal(k_mean, (num, dim), dtype)
     factors = jr.normal(k_cov, (num, dim, dim), dtype)
-    covs = factors @ jnp.swapaxes(factors, -1, -2) / dim + 0.3 * jnp.eye(dim, dtype=dtype)[None]
+    covs = (
+        factors @ jnp.swapaxes(factors, -1, -2) / dim
+        + 0.3 * jnp.eye(dim, dtype=dtype)[None]
+    )
     weights = jax.nn.softmax(jr.normal(k_weight, (num,), dtype))
     return scorax.GaussianMixture(means=means, covs=covs, weights=weights)
 
 
 def assert_allclose(actual, desired, *, rtol, atol=0.0):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol
+    )

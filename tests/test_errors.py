@@ -15,23 +15,53 @@ from .helpers import RUNTIME_ERRORS
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: scorax.VPPath(beta_min=1.0, beta_max=0.5), "`beta_min` must be smaller than `beta_max`"),
-        (lambda: scorax.VPPath(beta_min=2.0, beta_max=2.0), "`beta_min` must be smaller than `beta_max`"),
+        (
+            lambda: scorax.VPPath(beta_min=1.0, beta_max=0.5),
+            "`beta_min` must be smaller than `beta_max`",
+        ),
+        (
+            lambda: scorax.VPPath(beta_min=2.0, beta_max=2.0),
+            "`beta_min` must be smaller than `beta_max`",
+        ),
         (lambda: scorax.VPPath(beta_min=0.0), "`beta_min` must be finite and > 0"),
         (lambda: scorax.SubVPPath(beta_min=-1.0), "`beta_min` must be finite and > 0"),
-        (lambda: scorax.SubVPPath(beta_min=30.0, beta_max=20.0), "`beta_min` must be smaller"),
+        (
+            lambda: scorax.SubVPPath(beta_min=30.0, beta_max=20.0),
+            "`beta_min` must be smaller",
+        ),
         (lambda: scorax.VEPath(sigma_min=0.0), "`sigma_min` must be finite and > 0"),
-        (lambda: scorax.VEPath(sigma_min=5.0, sigma_max=1.0), "`sigma_min` must be smaller than `sigma_max`"),
+        (
+            lambda: scorax.VEPath(sigma_min=5.0, sigma_max=1.0),
+            "`sigma_min` must be smaller than `sigma_max`",
+        ),
         (lambda: scorax.VEPath(sigma_min=float("nan")), "`sigma_min` must be finite"),
         (lambda: scorax.EDMPath(sigma_min=-0.1), "`sigma_min` must be finite and > 0"),
-        (lambda: scorax.EDMPath(sigma_min=100.0), "`sigma_min` must be smaller than `sigma_max`"),
+        (
+            lambda: scorax.EDMPath(sigma_min=100.0),
+            "`sigma_min` must be smaller than `sigma_max`",
+        ),
         (lambda: scorax.EDMPath(rho=0.0), "`rho` must be finite and > 0"),
         (lambda: scorax.CosinePath(s=-0.1), "`s` must be finite and >= 0"),
-        (lambda: scorax.DDPMSchedule(num_steps=1), "`num_steps` must be an integer >= 2"),
-        (lambda: scorax.DDPMSchedule(num_steps=10, beta_max=20.0), "`beta_max` must be < num_steps"),
-        (lambda: scorax.DDPMSchedule(beta_min=0.5, beta_max=0.1), "`beta_min` must be smaller"),
-        (lambda: scorax.geometric_sigmas(num_levels=1), "`num_levels` must be an integer >= 2"),
-        (lambda: scorax.geometric_sigmas(sigma_min=2.0, sigma_max=1.0), "`sigma_min` must be smaller"),
+        (
+            lambda: scorax.DDPMSchedule(num_steps=1),
+            "`num_steps` must be an integer >= 2",
+        ),
+        (
+            lambda: scorax.DDPMSchedule(num_steps=10, beta_max=20.0),
+            "`beta_max` must be < num_steps",
+        ),
+        (
+            lambda: scorax.DDPMSchedule(beta_min=0.5, beta_max=0.1),
+            "`beta_min` must be smaller",
+        ),
+        (
+            lambda: scorax.geometric_sigmas(num_levels=1),
+            "`num_levels` must be an integer >= 2",
+        ),
+        (
+            lambda: scorax.geometric_sigmas(sigma_min=2.0, sigma_max=1.0),
+            "`sigma_min` must be smaller",
+        ),
     ],
 )
 def test_invalid_hyperparameters_raise(make, match):
@@ -41,7 +71,9 @@ def test_invalid_hyperparameters_raise(make, match):
 
 def _mixture(**overrides):
     arguments = dict(
-        means=jnp.zeros((2, 3)), covs=jnp.stack([jnp.eye(3)] * 2), weights=jnp.array([0.4, 0.6])
+        means=jnp.zeros((2, 3)),
+        covs=jnp.stack([jnp.eye(3)] * 2),
+        weights=jnp.array([0.4, 0.6]),
     )
     arguments.update(overrides)
     return scorax.GaussianMixture(**arguments)
@@ -52,8 +84,14 @@ def _mixture(**overrides):
     [
         (dict(weights=jnp.array([-0.2, 1.2])), "`weights` must be non-negative"),
         (dict(weights=jnp.array([0.5, 0.6])), "`weights` must sum to one"),
-        (dict(covs=jnp.stack([jnp.eye(3), -jnp.eye(3)])), "`covs` must be positive definite"),
-        (dict(covs=jnp.stack([jnp.eye(3), jnp.eye(3).at[0, 1].set(0.5)])), "`covs` must be symmetric"),
+        (
+            dict(covs=jnp.stack([jnp.eye(3), -jnp.eye(3)])),
+            "`covs` must be positive definite",
+        ),
+        (
+            dict(covs=jnp.stack([jnp.eye(3), jnp.eye(3).at[0, 1].set(0.5)])),
+            "`covs` must be symmetric",
+        ),
     ],
 )
 def test_invalid_mixture_raises(overrides, match):
@@ -74,11 +112,19 @@ def _without_runtime_type_checking():
     "overrides, match",
     [
         (dict(means=jnp.zeros(3)), r"`means` must have shape \(K, d\)"),
-        (dict(covs=jnp.stack([jnp.eye(2)] * 2)), r"`covs` must have shape \(K, d, d\) = \(2, 3, 3\)"),
-        (dict(weights=jnp.array([0.2, 0.3, 0.5])), r"`weights` must have shape \(K,\) = \(2,\)"),
+        (
+            dict(covs=jnp.stack([jnp.eye(2)] * 2)),
+            r"`covs` must have shape \(K, d, d\) = \(2, 3, 3\)",
+        ),
+        (
+            dict(weights=jnp.array([0.2, 0.3, 0.5])),
+            r"`weights` must have shape \(K,\) = \(2,\)",
+        ),
     ],
 )
-def test_mismatched_mixture_shapes_raise_with_or_without_type_checking(overrides, match):
+def test_mismatched_mixture_shapes_raise_with_or_without_type_checking(
+    overrides, match
+):
     """jaxtyping names the mismatched axis when checking is on; without it, the
     constructor's own ValueError names the argument and the expected shape."""
     with pytest.raises(jaxtyping.TypeCheckError, match="k d"):
@@ -127,8 +173,12 @@ def test_shape_mismatch_is_a_jaxtyping_error():
         mixture.score(jnp.zeros(4))  # d belongs to the mixture: checked statically
     with pytest.raises(jaxtyping.TypeCheckError):
         scorax.convert(
-            scorax.VPPath(), jnp.zeros(3), jnp.zeros(4), 0.5,
-            source=scorax.ScorePrediction(), target=scorax.NoisePrediction(),
+            scorax.VPPath(),
+            jnp.zeros(3),
+            jnp.zeros(4),
+            0.5,
+            source=scorax.ScorePrediction(),
+            target=scorax.NoisePrediction(),
         )
     with pytest.raises(jaxtyping.TypeCheckError):
         scorax.VPPath().alpha(jnp.zeros(3))  # a time is a scalar

@@ -64,7 +64,9 @@ def test_score_is_gradient_of_log_prob(dtype, seed, size):
     score = _scores(mixture, x)
     assert score.dtype == dtype
     expected = _autodiff_scores(mixture, x)
-    assert_allclose(score, expected, rtol=0, atol=100 * RTOL[dtype] * (np.abs(expected).max() + 1))
+    assert_allclose(
+        score, expected, rtol=0, atol=100 * RTOL[dtype] * (np.abs(expected).max() + 1)
+    )
 
 
 @given(seed=seeds, size=sizes)
@@ -72,7 +74,9 @@ def test_log_prob_is_weighted_sum_of_gaussian_densities(seed, size):
     """log p(x) = log sum_k w_k N(x; mu_k, Sigma_k), against jax.scipy's densities."""
     mixture = random_mixture(seed, *size, jnp.float64)
     x = mixture.sample(key=jr.key(seed + 1), sample_shape=(6,))
-    assert_allclose(_log_probs(mixture, x), _reference_log_probs(mixture, x), rtol=1e-10)
+    assert_allclose(
+        _log_probs(mixture, x), _reference_log_probs(mixture, x), rtol=1e-10
+    )
 
 
 def test_log_prob_and_score_are_finite_far_in_the_tails():
@@ -86,8 +90,12 @@ def test_log_prob_and_score_are_finite_far_in_the_tails():
 def _characteristic_function(mixture, frequencies):
     """E[exp(i w.x)] = sum_k w_k exp(i w.mu_k - w^T Sigma_k w / 2)."""
     phase = frequencies @ mixture.means.T
-    decay = jnp.exp(-0.5 * jnp.einsum("fi,kij,fj->fk", frequencies, mixture.covs, frequencies))
-    return (decay * jnp.cos(phase)) @ mixture.weights, (decay * jnp.sin(phase)) @ mixture.weights
+    decay = jnp.exp(
+        -0.5 * jnp.einsum("fi,kij,fj->fk", frequencies, mixture.covs, frequencies)
+    )
+    return (decay * jnp.cos(phase)) @ mixture.weights, (
+        decay * jnp.sin(phase)
+    ) @ mixture.weights
 
 
 @paths
@@ -105,19 +113,29 @@ def test_diffused_mixture_matches_empirical_diffusion(path, t):
     x_t, _ = jax.vmap(lambda x, k: path.sample(x, t, key=k))(x0, jr.split(jr.key(2), n))
     marginal = mixture.marginal(path, t)
     # Frequencies on the scale of the marginal's spread, so the test has power.
-    spread = jnp.sqrt(jnp.trace(marginal.covs, axis1=-2, axis2=-1).max() + jnp.sum(marginal.means**2, -1).max())
+    spread = jnp.sqrt(
+        jnp.trace(marginal.covs, axis1=-2, axis2=-1).max()
+        + jnp.sum(marginal.means**2, -1).max()
+    )
     frequencies = jr.normal(jr.key(3), (8, 2), jnp.float64) / spread
     projections = x_t @ frequencies.T
     expected_real, expected_imag = _characteristic_function(marginal, frequencies)
-    for values, expected in [(jnp.cos(projections), expected_real), (jnp.sin(projections), expected_imag)]:
+    for values, expected in [
+        (jnp.cos(projections), expected_real),
+        (jnp.sin(projections), expected_imag),
+    ]:
         standard_error = jnp.std(values, axis=0) / jnp.sqrt(n)
-        assert jnp.all(jnp.abs(jnp.mean(values, axis=0) - expected) <= 5 * standard_error)
+        assert jnp.all(
+            jnp.abs(jnp.mean(values, axis=0) - expected) <= 5 * standard_error
+        )
 
 
 @paths
 @precisions
 @given(t=interior_times, seed=seeds, size=sizes)
-def test_tweedie_data_prediction_of_exact_score_is_posterior_mean(path, dtype, t, seed, size):
+def test_tweedie_data_prediction_of_exact_score_is_posterior_mean(
+    path, dtype, t, seed, size
+):
     """Tweedie: DataPrediction of the diffused mixture's exact score equals
     E[x0 | x_t], computed independently from the Gaussian posterior per component."""
     mixture = random_mixture(seed, *size, dtype)
@@ -127,13 +145,22 @@ def test_tweedie_data_prediction_of_exact_score_is_posterior_mean(path, dtype, t
     score = jax.vmap(marginal.score)(x_t)
     denoised = jax.vmap(
         lambda s, x: scorax.convert(
-            path, s, x, t, source=scorax.ScorePrediction(), target=scorax.DataPrediction()
+            path,
+            s,
+            x,
+            t,
+            source=scorax.ScorePrediction(),
+            target=scorax.DataPrediction(),
         )
     )(score, x_t)
     expected = jax.vmap(lambda x: mixture.posterior_mean(path, x, t))(x_t)
     assert denoised.dtype == expected.dtype == dtype
     # Tweedie divides by alpha(t): rounding grows by sigma^2 |score| / alpha.
-    scale = (float(jnp.abs(x_t).max()) + float(path.sigma(t)) ** 2 * float(jnp.abs(score).max()) + 1) / float(path.alpha(t))
+    scale = (
+        float(jnp.abs(x_t).max())
+        + float(path.sigma(t)) ** 2 * float(jnp.abs(score).max())
+        + 1
+    ) / float(path.alpha(t))
     assert_allclose(denoised, expected, rtol=0, atol=1000 * RTOL[dtype] * scale)
 
 
@@ -143,7 +170,11 @@ def test_marginal_at_time_zero_is_the_mixture_perturbed_by_sigma_zero(path):
     mixture = random_mixture(3, 2, 3, jnp.float64)
     marginal = mixture.marginal(path, 0.0)
     assert_allclose(marginal.means, mixture.means, rtol=1e-12)
-    assert_allclose(marginal.covs, mixture.covs + path.sigma(0.0) ** 2 * jnp.eye(3)[None], rtol=1e-12)
+    assert_allclose(
+        marginal.covs,
+        mixture.covs + path.sigma(0.0) ** 2 * jnp.eye(3)[None],
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("path", [scorax.CosinePath(), scorax.LinearPath()], ids=repr)
@@ -152,7 +183,9 @@ def test_marginal_at_noise_end_is_prior_when_alpha_vanishes(path, key):
     mixture = random_mixture(5, 3, 2, jnp.float64)
     marginal = mixture.marginal(path, 1.0)
     x = jr.normal(key, (10, 2), jnp.float64)
-    assert_allclose(jax.vmap(marginal.log_prob)(x), jax.vmap(path.prior_log_prob)(x), rtol=1e-12)
+    assert_allclose(
+        jax.vmap(marginal.log_prob)(x), jax.vmap(path.prior_log_prob)(x), rtol=1e-12
+    )
 
 
 def test_mixture_is_fast_path_under_jit_and_vmap(key):
@@ -182,5 +215,9 @@ def test_responsibilities_sum_to_one_and_match_bayes_rule(key):
     mixture = random_mixture(1, 3, 2, jnp.float64)
     x = jr.normal(key, (2,), jnp.float64)
     r = mixture.responsibilities(x)
-    densities = jax.vmap(lambda m, c: jsp.stats.multivariate_normal.pdf(x, m, c))(mixture.means, mixture.covs)
-    assert_allclose(r, mixture.weights * densities / (mixture.weights @ densities), rtol=1e-10)
+    densities = jax.vmap(lambda m, c: jsp.stats.multivariate_normal.pdf(x, m, c))(
+        mixture.means, mixture.covs
+    )
+    assert_allclose(
+        r, mixture.weights * densities / (mixture.weights @ densities), rtol=1e-10
+    )

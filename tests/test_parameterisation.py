@@ -41,7 +41,11 @@ def _scale(*arrays):
 
 @paths
 @precisions
-@pytest.mark.parametrize("source,target", pairs, ids=[f"{type(a).__name__}-{type(b).__name__}" for a, b in pairs])
+@pytest.mark.parametrize(
+    "source,target",
+    pairs,
+    ids=[f"{type(a).__name__}-{type(b).__name__}" for a, b in pairs],
+)
 @given(t=interior_times, seed=seeds, shape=shapes)
 def test_conversions_round_trip(path, dtype, source, target, t, seed, shape):
     """convert(convert(m, source -> target), target -> source) = m."""
@@ -59,7 +63,9 @@ def test_conversions_round_trip(path, dtype, source, target, t, seed, shape):
 @paths
 @precisions
 @given(t=interior_times, seed=seeds, shape=shapes)
-def test_each_parameterisation_of_the_truth_is_its_regression_target(path, dtype, t, seed, shape):
+def test_each_parameterisation_of_the_truth_is_its_regression_target(
+    path, dtype, t, seed, shape
+):
     """Converting the true noise gives the conditional score -eps / sigma, the true
     x0, and the path velocity alpha' x0 + sigma' eps = d x_t / dt."""
     x0, x_t, eps = _noisy(path, seed, shape, dtype, t)
@@ -78,7 +84,9 @@ def test_each_parameterisation_of_the_truth_is_its_regression_target(path, dtype
     # The velocity is the time derivative of t -> alpha(t) x0 + sigma(t) eps,
     # taken by autodiff in float64.
     def along_path(s):
-        return path.alpha(s) * x0.astype(jnp.float64) + path.sigma(s) * eps.astype(jnp.float64)
+        return path.alpha(s) * x0.astype(jnp.float64) + path.sigma(s) * eps.astype(
+            jnp.float64
+        )
 
     t64 = jnp.asarray(t, jnp.float64)
     _, velocity = jax.jvp(along_path, (t64,), (jnp.ones_like(t64),))
@@ -96,10 +104,17 @@ def test_velocity_of_score_is_probability_flow_drift(path, dtype, t, seed):
     x_t, score = random_array(seed, (2, 4), dtype)
     t = jnp.asarray(t, dtype)
     velocity = scorax.convert(
-        path, score, x_t, t, source=scorax.ScorePrediction(), target=scorax.VelocityPrediction()
+        path,
+        score,
+        x_t,
+        t,
+        source=scorax.ScorePrediction(),
+        target=scorax.VelocityPrediction(),
     )
     expected = path.drift(x_t, t) - 0.5 * path.diffusion(t) ** 2 * score
-    atol = 1000 * RTOL[dtype] * _scale(path.drift(x_t, t), path.diffusion(t) ** 2 * score)
+    atol = (
+        1000 * RTOL[dtype] * _scale(path.drift(x_t, t), path.diffusion(t) ** 2 * score)
+    )
     assert_allclose(velocity, expected, rtol=0, atol=atol)
 
 
@@ -110,7 +125,12 @@ def test_trigonometric_velocity_is_scaled_v_prediction(key):
     t = 0.3
     x_t, eps = path.sample(x0, t, key=jr.key(1))
     u = scorax.convert(
-        path, eps, x_t, t, source=scorax.NoisePrediction(), target=scorax.VelocityPrediction()
+        path,
+        eps,
+        x_t,
+        t,
+        source=scorax.NoisePrediction(),
+        target=scorax.VelocityPrediction(),
     )
     v = path.alpha(t) * eps - path.sigma(t) * x0
     assert_allclose(u, 0.5 * jnp.pi * v, rtol=1e-10)
@@ -125,11 +145,18 @@ def test_convert_is_jittable_and_vmappable(key):
     def batched(values, xs, ts):
         return jax.vmap(
             lambda v, x, t: scorax.convert(
-                path, v, x, t, source=scorax.ScorePrediction(), target=scorax.DataPrediction()
+                path,
+                v,
+                x,
+                t,
+                source=scorax.ScorePrediction(),
+                target=scorax.DataPrediction(),
             )
         )(values, xs, ts)
 
-    expected = (x_t + jax.vmap(path.sigma)(ts)[:, None] ** 2 * value) / jax.vmap(path.alpha)(ts)[:, None]
+    expected = (x_t + jax.vmap(path.sigma)(ts)[:, None] ** 2 * value) / jax.vmap(
+        path.alpha
+    )(ts)[:, None]
     assert_allclose(batched(value, x_t, ts), expected, rtol=1e-10)
 
 
@@ -138,11 +165,13 @@ def test_singular_conversion_raises():
     raises instead of returning inf or NaN, eagerly and under jit."""
     x = jnp.ones(3)
     data, score = scorax.DataPrediction(), scorax.ScorePrediction()
-    with pytest.raises(ValueError, match="`t`.*singular"):
+    with pytest.raises(ValueError, match=r"`t`.*singular"):
         scorax.convert(scorax.VPPath(), x, x, 0.0, source=data, target=score)
-    with pytest.raises(ValueError, match="`t`.*singular"):
+    with pytest.raises(ValueError, match=r"`t`.*singular"):
         scorax.convert(scorax.LinearPath(), x, x, 1.0, source=score, target=data)
-    jitted = jax.jit(lambda t: scorax.convert(scorax.VPPath(), x, x, t, source=data, target=score))
+    jitted = jax.jit(
+        lambda t: scorax.convert(scorax.VPPath(), x, x, t, source=data, target=score)
+    )
     assert jnp.all(jnp.isfinite(jitted(0.5)))
     with pytest.raises(RUNTIME_ERRORS, match="singular"):
         jitted(0.0).block_until_ready()

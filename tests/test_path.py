@@ -75,7 +75,12 @@ def test_conditional_score_is_minus_noise_over_sigma(path, dtype, t, seed, shape
     assert x_t.dtype == eps.dtype == dtype and x_t.shape == shape
     score = path.conditional_score(x_t, x0, t)
     expected = -eps / path.sigma(t)
-    assert_allclose(score, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * np.abs(expected).max(initial=1))
+    assert_allclose(
+        score,
+        expected,
+        rtol=RTOL[dtype],
+        atol=RTOL[dtype] * np.abs(expected).max(initial=1),
+    )
 
 
 @paths
@@ -89,7 +94,9 @@ def test_conditional_score_equals_gradient_of_log_density(path, dtype, t, seed):
         return jnp.sum(jsp.stats.norm.logpdf(x, path.alpha(t) * x0, path.sigma(t)))
 
     expected = jax.grad(log_density)(x_t)
-    assert_allclose(path.conditional_score(x_t, x0, t), expected, rtol=RTOL[dtype], atol=1e-30)
+    assert_allclose(
+        path.conditional_score(x_t, x0, t), expected, rtol=RTOL[dtype], atol=1e-30
+    )
 
 
 @paths
@@ -139,7 +146,12 @@ def test_prior_sample_has_prior_variance(path, dtype, key):
 
 # Documented endpoint behaviour. Paths whose sigma(0) = 0 have no conditional score
 # at t = 0; paths with alpha(1) = 0 have a divergent SDE at t = 1.
-SIGMA_ZERO_AT_DATA = (scorax.VPPath, scorax.SubVPPath, scorax.CosinePath, scorax.LinearPath)
+SIGMA_ZERO_AT_DATA = (
+    scorax.VPPath,
+    scorax.SubVPPath,
+    scorax.CosinePath,
+    scorax.LinearPath,
+)
 ALPHA_ZERO_AT_NOISE = (scorax.CosinePath, scorax.LinearPath)
 
 
@@ -158,16 +170,16 @@ def test_endpoint_values_are_finite_or_documented(path, dtype):
     if isinstance(path, SIGMA_ZERO_AT_DATA):
         assert path.sigma(zero) == 0
         assert path.log_snr(zero) == jnp.inf
-        with pytest.raises(ValueError, match="`t`.*sigma"):
+        with pytest.raises(ValueError, match=r"`t`.*sigma"):
             path.conditional_score(x, x, zero)
     else:
         assert jnp.all(jnp.isfinite(path.conditional_score(x, x, zero)))
     if isinstance(path, ALPHA_ZERO_AT_NOISE):
         assert path.alpha(one) == 0
         assert path.log_snr(one) == -jnp.inf
-        with pytest.raises(ValueError, match="`t`.*drift"):
+        with pytest.raises(ValueError, match=r"`t`.*drift"):
             path.drift(x, one)
-        with pytest.raises(ValueError, match="`t`.*diffusion"):
+        with pytest.raises(ValueError, match=r"`t`.*diffusion"):
             path.diffusion(one)
     else:
         assert jnp.all(jnp.isfinite(path.drift(x, one)))
@@ -184,7 +196,9 @@ def test_diffusion_at_data_end_takes_its_limit():
     dphi = 0.5 * math.pi / (1 + s)
     expected = math.sqrt(2 * dphi * math.tan(dphi * s))
     assert_allclose(scorax.CosinePath(s=s).diffusion(0.0), expected, rtol=1e-6)
-    assert_allclose(scorax.CosinePath(s=0.0).sigma_derivative(0.0), math.pi / 2, rtol=1e-6)
+    assert_allclose(
+        scorax.CosinePath(s=0.0).sigma_derivative(0.0), math.pi / 2, rtol=1e-6
+    )
 
 
 @paths
@@ -203,7 +217,9 @@ def test_paths_work_under_jit_and_vmap(key):
     ts = jnp.linspace(0.1, 0.9, 5)
     x0 = jnp.ones((5, 2))
     keys = jr.split(key, 5)
-    batched = jax.jit(jax.vmap(lambda p, x, t, k: p.sample(x, t, key=k), in_axes=(None, 0, 0, 0)))
+    batched = jax.jit(
+        jax.vmap(lambda p, x, t, k: p.sample(x, t, key=k), in_axes=(None, 0, 0, 0))
+    )
     x_t, eps = batched(path, x0, ts, keys)
     for i in range(5):
         x_i, eps_i = path.sample(x0[i], ts[i], key=keys[i])
@@ -245,7 +261,9 @@ def test_geometric_sigmas_are_ve_levels_largest_first():
     ratios = sigmas[1:] / sigmas[:-1]
     assert_allclose(ratios, ratios[0], rtol=1e-10)
     path = scorax.VEPath(sigma_min=0.01, sigma_max=1.0)
-    assert_allclose(sigmas, jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, 10)), rtol=1e-12)
+    assert_allclose(
+        sigmas, jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, 10)), rtol=1e-12
+    )
 
 
 @given(log_snr=st.floats(-12.0, 12.0))

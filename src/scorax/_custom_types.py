@@ -3,14 +3,14 @@
 from typing import TypeAlias
 
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, Real
+from jaxtyping import Array, Float, Int, Real
 
 
-RealScalarLike: TypeAlias = float | int | Real[ArrayLike, ""]
-"""A real scalar: a Python number or a zero-dimensional array."""
+RealScalarLike: TypeAlias = float | int | Real[Array, ""] | Real[np.ndarray, ""]
+"""A real scalar: a Python number or a zero-dimensional JAX or NumPy array."""
 
 FloatScalar: TypeAlias = Float[Array, ""]
 """A floating-point zero-dimensional JAX array."""
 
-IntScalarLike: TypeAlias = int | Int[ArrayLike, ""] | np.integer
+IntScalarLike: TypeAlias = int | Int[Array, ""] | Int[np.ndarray, ""]
 """An integer scalar."""

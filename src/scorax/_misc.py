@@ -2,6 +2,7 @@
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool
@@ -12,9 +13,7 @@ def is_concrete(*values: object) -> bool:
     return not any(isinstance(v, jax.core.Tracer) for v in values)
 
 
-def check(
-    value: ArrayLike, ok: Bool[ArrayLike, "..."], message: str
-) -> Array:
+def check(value: ArrayLike, ok: Bool[ArrayLike, "..."], message: str) -> Array:
     """Return `value` as an array, failing with `message` where `ok` is false.
 
     With concrete inputs this raises `ValueError` immediately (construction-time
@@ -40,5 +39,7 @@ def check_time(t: ArrayLike, name: str = "t") -> Array:
 
 def positive(value: ArrayLike, name: str) -> None:
     """Raise `ValueError` unless a Python hyperparameter is finite and positive."""
-    if is_concrete(value) and not (np.isfinite(value) and np.all(np.asarray(value) > 0)):
+    if is_concrete(value) and not (
+        np.isfinite(value) and np.all(np.asarray(value) > 0)
+    ):
         raise ValueError(f"`{name}` must be finite and > 0, got {value}.")

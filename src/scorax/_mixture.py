@@ -64,7 +64,11 @@ class GaussianMixture(eqx.Module):
         covs: Float[ArrayLike, "k d d"],
         weights: Float[ArrayLike, " k"],
     ):
-        means, covs, weights = jnp.asarray(means), jnp.asarray(covs), jnp.asarray(weights)
+        means, covs, weights = (
+            jnp.asarray(means),
+            jnp.asarray(covs),
+            jnp.asarray(weights),
+        )
         if means.ndim != 2:
             raise ValueError(f"`means` must have shape (K, d), got {means.shape}.")
         num, dim = means.shape
@@ -107,15 +111,23 @@ class GaussianMixture(eqx.Module):
         """The dimension $d$ of the space."""
         return self.means.shape[1]
 
-    def _whiten(self, x: Float[Array, " d"]) -> tuple[Float[Array, "k d"], Float[Array, " k"]]:
+    def _whiten(
+        self, x: Float[Array, " d"]
+    ) -> tuple[Float[Array, "k d"], Float[Array, " k"]]:
         """Per component: $z_k = L_k^{-1}(x - \\mu_k)$ and $\\log w_k \\mathcal{N}(x)$."""
         if x.shape != (self.dim,):
-            raise ValueError(f"`x` must have shape (d,) = ({self.dim},), got {x.shape}.")
+            raise ValueError(
+                f"`x` must have shape (d,) = ({self.dim},), got {x.shape}."
+            )
         z = jax.vmap(
             lambda tril, mean: jsp.linalg.solve_triangular(tril, x - mean, lower=True)
         )(self.scale_tril, self.means)
-        log_det = jnp.sum(jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), -1)
-        log_normal = -0.5 * jnp.sum(z**2, -1) - log_det - 0.5 * self.dim * jnp.log(2 * jnp.pi)
+        log_det = jnp.sum(
+            jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), -1
+        )
+        log_normal = (
+            -0.5 * jnp.sum(z**2, -1) - log_det - 0.5 * self.dim * jnp.log(2 * jnp.pi)
+        )
         return z, jnp.log(self.weights) + log_normal
 
     def log_prob(self, x: Float[Array, " d"]) -> FloatScalar:
@@ -150,13 +162,17 @@ class GaussianMixture(eqx.Module):
         - `sample_shape`: the leading shape of the draws; `()` gives one point.
         """
         component_key, noise_key = jr.split(key)
-        component = jr.categorical(component_key, jnp.log(self.weights), shape=sample_shape)
+        component = jr.categorical(
+            component_key, jnp.log(self.weights), shape=sample_shape
+        )
         eps = jr.normal(noise_key, (*sample_shape, self.dim), self.means.dtype)
         return self.means[component] + jnp.einsum(
             "...ij,...j->...i", self.scale_tril[component], eps
         )
 
-    def marginal(self, path: AbstractGaussianPath, t: RealScalarLike) -> "GaussianMixture":
+    def marginal(
+        self, path: AbstractGaussianPath, t: RealScalarLike
+    ) -> "GaussianMixture":
         r"""The exactly diffused mixture: the law of $x_t = \alpha(t) x_0 +
         \sigma(t)\varepsilon$ for $x_0$ drawn from this mixture,
 

@@ -130,7 +130,9 @@ class AbstractGaussianPath(eqx.Module):
         )
         return (self.alpha(t) * x0 - x_t) / sigma**2
 
-    def drift(self, x: Float[Array, "*shape"], t: RealScalarLike) -> Float[Array, "*shape"]:
+    def drift(
+        self, x: Float[Array, "*shape"], t: RealScalarLike
+    ) -> Float[Array, "*shape"]:
         r"""The drift $f(t)\, x$ of the forward SDE, with $f = \alpha' / \alpha$.
 
         Infinite where $\alpha(t) = 0$ (at $t = 1$ for
@@ -186,11 +188,14 @@ def _integrated_beta(
     t: FloatScalar, beta_min: RealScalarLike, beta_max: RealScalarLike
 ) -> FloatScalar:
     r"""$B(t) = \int_0^t \beta(s)\,\mathrm{d}s$ for a linear $\beta$."""
-    return beta_min * t + 0.5 * (beta_max - beta_min) * t**2
+    return jnp.asarray(beta_min * t + 0.5 * (beta_max - beta_min) * t**2)
 
 
-def _beta(t: FloatScalar, beta_min: RealScalarLike, beta_max: RealScalarLike):
-    return beta_min + (beta_max - beta_min) * t
+def _beta(
+    t: FloatScalar, beta_min: RealScalarLike, beta_max: RealScalarLike
+) -> FloatScalar:
+    r"""$\beta(t)$, linear from `beta_min` at $t = 0$ to `beta_max` at $t = 1$."""
+    return jnp.asarray(beta_min + (beta_max - beta_min) * t)
 
 
 def _time_of_integrated_beta(
@@ -232,7 +237,9 @@ class VPPath(AbstractGaussianPath):
         _ordered(self.beta_min, self.beta_max, "beta_min", "beta_max")
 
     def alpha(self, t: RealScalarLike) -> FloatScalar:
-        return jnp.exp(-0.5 * _integrated_beta(_as_float(t), self.beta_min, self.beta_max))
+        return jnp.exp(
+            -0.5 * _integrated_beta(_as_float(t), self.beta_min, self.beta_max)
+        )
 
     def sigma(self, t: RealScalarLike) -> FloatScalar:
         b = _integrated_beta(_as_float(t), self.beta_min, self.beta_max)
@@ -282,7 +289,9 @@ class SubVPPath(AbstractGaussianPath):
         _ordered(self.beta_min, self.beta_max, "beta_min", "beta_max")
 
     def alpha(self, t: RealScalarLike) -> FloatScalar:
-        return jnp.exp(-0.5 * _integrated_beta(_as_float(t), self.beta_min, self.beta_max))
+        return jnp.exp(
+            -0.5 * _integrated_beta(_as_float(t), self.beta_min, self.beta_max)
+        )
 
     def sigma(self, t: RealScalarLike) -> FloatScalar:
         return -jnp.expm1(-_integrated_beta(_as_float(t), self.beta_min, self.beta_max))
@@ -348,7 +357,7 @@ class VEPath(AbstractGaussianPath):
         return jnp.ones_like(_as_float(t))
 
     def sigma(self, t: RealScalarLike) -> FloatScalar:
-        return self.sigma_min * jnp.exp(_as_float(t) * self._log_ratio())
+        return jnp.asarray(self.sigma_min * jnp.exp(_as_float(t) * self._log_ratio()))
 
     def alpha_derivative(self, t: RealScalarLike) -> FloatScalar:
         return jnp.zeros_like(_as_float(t))
@@ -392,8 +401,8 @@ class CosinePath(AbstractGaussianPath):
         if is_concrete(self.s) and not (math.isfinite(self.s) and self.s >= 0):
             raise ValueError(f"`s` must be finite and >= 0, got {self.s}.")
 
-    def _phi_derivative(self) -> float:
-        return 0.5 * math.pi / (1 + self.s)
+    def _phi_derivative(self) -> FloatScalar:
+        return 0.5 * jnp.pi / (1 + jnp.asarray(self.s))
 
     def _angles(self, t: RealScalarLike) -> tuple[FloatScalar, FloatScalar]:
         # phi and its complement psi = pi/2 - phi. Only their sines are used
@@ -424,7 +433,9 @@ class CosinePath(AbstractGaussianPath):
         _, psi0 = self._angles(0.0)
         sigma, dphi = self.sigma(t), self._phi_derivative()
         safe_sigma = jnp.where(sigma > 0, sigma, 1)
-        derivative = jnp.sin(phi) * jnp.sin(psi) * dphi / (jnp.sin(psi0) ** 2 * safe_sigma)
+        derivative = (
+            jnp.sin(phi) * jnp.sin(psi) * dphi / (jnp.sin(psi0) ** 2 * safe_sigma)
+        )
         # At sigma = 0 (t = 0): +inf when s > 0, the limit phi' when s = 0.
         limit = jnp.where(self.s > 0, jnp.inf, dphi)
         return jnp.where(sigma > 0, derivative, limit)
@@ -439,7 +450,9 @@ class CosinePath(AbstractGaussianPath):
         log_snr = _as_float(log_snr)
         phi0, psi0 = self._angles(0.0)
         sin_psi = jnp.sqrt(jax.nn.sigmoid(log_snr)) * jnp.sin(psi0)
-        cos_psi = jnp.sqrt(jnp.sin(phi0) ** 2 + jax.nn.sigmoid(-log_snr) * jnp.sin(psi0) ** 2)
+        cos_psi = jnp.sqrt(
+            jnp.sin(phi0) ** 2 + jax.nn.sigmoid(-log_snr) * jnp.sin(psi0) ** 2
+        )
         return 1 - jnp.arctan2(sin_psi, cos_psi) / self._phi_derivative()
 
 
@@ -528,7 +541,8 @@ class EDMPath(AbstractGaussianPath):
 
     def sigma_derivative(self, t: RealScalarLike) -> FloatScalar:
         low, high = self._ends()
-        return self.rho * (high - low) * (low + _as_float(t) * (high - low)) ** (self.rho - 1)
+        scale = (low + _as_float(t) * (high - low)) ** (self.rho - 1)
+        return jnp.asarray(self.rho * (high - low) * scale)
 
     def diffusion_squared(self, t: RealScalarLike) -> FloatScalar:
         return 2 * self.sigma(t) * self.sigma_derivative(t)
@@ -569,7 +583,9 @@ class DDPMSchedule(eqx.Module):
 
     def __check_init__(self):
         if not isinstance(self.num_steps, int) or self.num_steps < 2:
-            raise ValueError(f"`num_steps` must be an integer >= 2, got {self.num_steps}.")
+            raise ValueError(
+                f"`num_steps` must be an integer >= 2, got {self.num_steps}."
+            )
         _ordered(self.beta_min, self.beta_max, "beta_min", "beta_max")
         if is_concrete(self.beta_max) and not self.beta_max < self.num_steps:
             raise ValueError(
@@ -581,7 +597,8 @@ class DDPMSchedule(eqx.Module):
     def betas(self) -> Float[Array, " num_steps"]:
         r"""$\beta_1, \dots, \beta_N$."""
         fraction = jnp.linspace(0.0, 1.0, self.num_steps)
-        return (self.beta_min + fraction * (self.beta_max - self.beta_min)) / self.num_steps
+        rates = self.beta_min + fraction * (self.beta_max - self.beta_min)
+        return jnp.asarray(rates / self.num_steps)
 
     @property
     def alphas(self) -> Float[Array, " num_steps"]:
@@ -629,4 +646,3 @@ def geometric_sigmas(
         raise ValueError(f"`num_levels` must be an integer >= 2, got {num_levels}.")
     path = VEPath(sigma_min=sigma_min, sigma_max=sigma_max)
     return jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, num_levels))
-

@@ -1,0 +1,1 @@
+"""Benchmarks for scorax: run them with `python -m benchmarks [names...] [--quick]`."""
