@@ -7,6 +7,7 @@ python -m benchmarks --machine laptop  # results/laptop.{json,md}
 
 import argparse
 import datetime
+import importlib
 import importlib.metadata
 import json
 import os
@@ -68,7 +69,12 @@ def machine_info() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in PACKAGES:
-        found[package] = importlib.metadata.version(package)
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:  # run from a source tree
+            found[package] = getattr(
+                importlib.import_module(package), "__version__", "?"
+            )
     return found
 
 
