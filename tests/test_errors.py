@@ -1,7 +1,5 @@
 """Bad input fails at the boundary with a message naming the argument and range."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import jaxtyping
@@ -9,7 +7,7 @@ import pytest
 
 import scorax
 
-from .helpers import RUNTIME_ERRORS
+from .helpers import RUNTIME_ERRORS, without_runtime_type_checking
 
 
 @pytest.mark.parametrize(
@@ -35,6 +33,18 @@ from .helpers import RUNTIME_ERRORS
             "`sigma_min` must be smaller than `sigma_max`",
         ),
         (lambda: scorax.VEPath(sigma_min=float("nan")), "`sigma_min` must be finite"),
+        (
+            lambda: scorax.VPPath(beta_max=float("inf")),
+            "`beta_max` must be finite and > 0",
+        ),
+        (
+            lambda: scorax.VEPath(sigma_max=float("nan")),
+            "`sigma_max` must be finite and > 0",
+        ),
+        (
+            lambda: scorax.EDMPath(sigma_max=float("inf")),
+            "`sigma_max` must be finite and > 0",
+        ),
         (lambda: scorax.EDMPath(sigma_min=-0.1), "`sigma_min` must be finite and > 0"),
         (
             lambda: scorax.EDMPath(sigma_min=100.0),
@@ -99,15 +109,6 @@ def test_invalid_mixture_raises(overrides, match):
         _mixture(**overrides)
 
 
-@contextlib.contextmanager
-def _without_runtime_type_checking():
-    jaxtyping.config.update("jaxtyping_disable", True)
-    try:
-        yield
-    finally:
-        jaxtyping.config.update("jaxtyping_disable", False)
-
-
 @pytest.mark.parametrize(
     "overrides, match",
     [
@@ -129,7 +130,7 @@ def test_mismatched_mixture_shapes_raise_with_or_without_type_checking(
     constructor's own ValueError names the argument and the expected shape."""
     with pytest.raises(jaxtyping.TypeCheckError, match="k d"):
         _mixture(**overrides)
-    with _without_runtime_type_checking(), pytest.raises(ValueError, match=match):
+    with without_runtime_type_checking(), pytest.raises(ValueError, match=match):
         _mixture(**overrides)
 
 

@@ -21,6 +21,7 @@ def _as_float(t: RealScalarLike) -> FloatScalar:
 
 def _ordered(low: RealScalarLike, high: RealScalarLike, low_name: str, high_name: str):
     positive(low, low_name)
+    positive(high, high_name)
     if is_concrete(low, high) and not low < high:
         raise ValueError(
             f"`{low_name}` must be smaller than `{high_name}`, got "
@@ -50,7 +51,13 @@ class AbstractGaussianPath(eqx.Module):
     (sampling, the conditional score, the SDE, the prior, conversions between
     parameterisations) is written once here in terms of those.
 
-    Methods take one scalar time; use `jax.vmap` for many.
+    Methods take one scalar time; use `jax.vmap` for many. The closed-form
+    primitives (`alpha`, `sigma`, their derivatives, `diffusion_squared`,
+    `log_snr`) evaluate their formula for any `t`, with no range check, so they
+    stay cheap inside solvers; every method built on them (`sample`,
+    `conditional_score`, `drift`, `diffusion`, [`convert`][scorax.convert],
+    [`GaussianMixture.marginal`][scorax.GaussianMixture.marginal]) checks that
+    $t \in [0, 1]$.
     """
 
     @abc.abstractmethod
@@ -74,9 +81,19 @@ class AbstractGaussianPath(eqx.Module):
         r"""The squared diffusion coefficient $g(t)^2$ of the forward SDE."""
 
     @abc.abstractmethod
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+        """The closed-form inverse of `log_snr`, before clipping to [0, 1]."""
+
     def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
-        r"""The time $t$ at which [`log_snr`][scorax.AbstractGaussianPath.log_snr]
-        equals the given value."""
+        r"""The time $t \in [0, 1]$ at which
+        [`log_snr`][scorax.AbstractGaussianPath.log_snr] equals the given value, in
+        closed form.
+
+        Values outside the path's range $[\lambda(1), \lambda(0)]$ map to the
+        nearer endpoint, so rounding at the ends never produces a time outside
+        $[0, 1]$.
+        """
+        return jnp.clip(self._inverse_log_snr(log_snr), 0, 1)
 
     def log_snr(self, t: RealScalarLike) -> FloatScalar:
         r"""The log signal-to-noise ratio $\lambda(t) = \log \alpha(t)^2 / \sigma(t)^2$.
@@ -179,8 +196,8 @@ class AbstractGaussianPath(eqx.Module):
 
     def _diverges(self, what: str) -> str:
         return (
-            f"`t`: the forward-SDE {what} of {type(self).__name__} is infinite at this "
-            "t (alpha(t) = 0); evaluate it for t < 1."
+            f"`t`: the forward-SDE {what} of {type(self).__name__} is not finite at "
+            "this t: alpha(t) is 0 (or underflows) there; evaluate it for a smaller t."
         )
 
 
@@ -257,7 +274,7 @@ class VPPath(AbstractGaussianPath):
     def diffusion_squared(self, t: RealScalarLike) -> FloatScalar:
         return _beta(_as_float(t), self.beta_min, self.beta_max)
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         # lambda = -log(e^B - 1)  <=>  B = log(1 + e^{-lambda}).
         b = jax.nn.softplus(-_as_float(log_snr))
         return _time_of_integrated_beta(b, self.beta_min, self.beta_max)
@@ -309,14 +326,15 @@ class SubVPPath(AbstractGaussianPath):
         b = _integrated_beta(t, self.beta_min, self.beta_max)
         return _beta(t, self.beta_min, self.beta_max) * -jnp.expm1(-2 * b)
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         # With a = e^{-B}, e^lambda = a / (1 - a)^2, whose root in (0, 1) is
         # 1 - a = 2 / (1 + r) and a = 4 e^lambda / (1 + r)^2, r = sqrt(1 + 4 e^lambda).
         # Take B = -log(a) from the form without cancellation on each side of 0.
         log_snr = _as_float(log_snr)
         low = jnp.minimum(log_snr, 0)
         b_low = 2 * jnp.log1p(jnp.sqrt(1 + 4 * jnp.exp(low))) - low - 2 * math.log(2)
-        b_high = -jnp.log1p(-2 / (1 + jnp.sqrt(1 + 4 * jnp.exp(log_snr))))
+        high = jnp.maximum(log_snr, 0)  # each branch sees only its own side of 0
+        b_high = -jnp.log1p(-2 / (1 + jnp.sqrt(1 + 4 * jnp.exp(high))))
         b = jnp.where(log_snr > 0, b_high, b_low)
         return _time_of_integrated_beta(b, self.beta_min, self.beta_max)
 
@@ -368,7 +386,7 @@ class VEPath(AbstractGaussianPath):
     def diffusion_squared(self, t: RealScalarLike) -> FloatScalar:
         return 2 * self.sigma(t) ** 2 * self._log_ratio()
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         log_sigma = -0.5 * _as_float(log_snr)
         return (log_sigma - jnp.log(self.sigma_min)) / self._log_ratio()
 
@@ -416,10 +434,15 @@ class CosinePath(AbstractGaussianPath):
         return jnp.sin(psi) / jnp.sin(psi0)
 
     def sigma(self, t: RealScalarLike) -> FloatScalar:
-        # 1 - sin^2(psi) / sin^2(psi0) = sin(psi0 - psi) sin(psi0 + psi) / sin^2(psi0).
-        _, psi = self._angles(t)
+        # 1 - sin^2(psi) / sin^2(psi0) = sin(psi0 - psi) sin(psi0 + psi) / sin^2(psi0),
+        # with psi0 - psi = phi' t and, as pi = 2 phi' (1 + s),
+        # sin(psi0 + psi) = sin(phi' (t + 2 s)): small, exact arguments near t = 0.
+        t = _as_float(t)
+        dphi = self._phi_derivative()
         _, psi0 = self._angles(0.0)
-        variance = jnp.sin(psi0 - psi) * jnp.sin(psi0 + psi) / jnp.sin(psi0) ** 2
+        variance = (
+            jnp.sin(dphi * t) * jnp.sin(dphi * (t + 2 * self.s)) / jnp.sin(psi0) ** 2
+        )
         return jnp.sqrt(jnp.clip(variance, 0, 1))
 
     def alpha_derivative(self, t: RealScalarLike) -> FloatScalar:
@@ -444,7 +467,7 @@ class CosinePath(AbstractGaussianPath):
         phi, psi = self._angles(t)
         return 2 * self._phi_derivative() * jnp.sin(phi) / jnp.sin(psi)
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         # alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda); then
         # sin(psi) = alpha sin(psi0) and cos(psi)^2 = sin(phi0)^2 + sigma^2 sin(psi0)^2.
         log_snr = _as_float(log_snr)
@@ -488,7 +511,7 @@ class LinearPath(AbstractGaussianPath):
         t = _as_float(t)
         return 2 * t / (1 - t)
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         return jax.nn.sigmoid(-0.5 * _as_float(log_snr))
 
 
@@ -547,7 +570,7 @@ class EDMPath(AbstractGaussianPath):
     def diffusion_squared(self, t: RealScalarLike) -> FloatScalar:
         return 2 * self.sigma(t) * self.sigma_derivative(t)
 
-    def inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
+    def _inverse_log_snr(self, log_snr: RealScalarLike) -> FloatScalar:
         low, high = self._ends()
         return (jnp.exp(-0.5 * _as_float(log_snr) / self.rho) - low) / (high - low)
 
@@ -626,6 +649,7 @@ def geometric_sigmas(
     sigma_min: RealScalarLike = 0.01,
     sigma_max: RealScalarLike = 1.0,
     num_levels: int = 10,
+    dtype: DTypeLike | None = None,
 ) -> Float[Array, " num_levels"]:
     r"""The NCSN noise levels $\sigma_1 > \sigma_2 > \dots > \sigma_L$, a geometric
     sequence from `sigma_max` down to `sigma_min` (Song & Ermon 2019):
@@ -641,8 +665,10 @@ def geometric_sigmas(
 
     - `sigma_min`, `sigma_max`: with $0 < \sigma_\text{min} < \sigma_\text{max}$.
     - `num_levels`: $L \ge 2$.
+    - `dtype`: the floating dtype of the result (default: JAX's default float).
     """
     if not isinstance(num_levels, int) or num_levels < 2:
         raise ValueError(f"`num_levels` must be an integer >= 2, got {num_levels}.")
     path = VEPath(sigma_min=sigma_min, sigma_max=sigma_max)
-    return jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, num_levels))
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, num_levels, dtype=dtype))
