@@ -18,12 +18,13 @@ from typing import Any
 
 import jax
 
-from . import mixture
+from . import mixture, objectives
 from ._harness import Benchmark, Measurement
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mixture": mixture.run,
+    "objectives": objectives.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")

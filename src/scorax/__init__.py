@@ -6,6 +6,16 @@ hyperparameters are keyword-only.
 """
 
 from ._mixture import GaussianMixture as GaussianMixture
+from ._objective import (
+    denoising_score_matching as denoising_score_matching,
+    diffusion_loss as diffusion_loss,
+    explicit_score_matching as explicit_score_matching,
+    implicit_score_matching as implicit_score_matching,
+    kde_score as kde_score,
+    ncsn_loss as ncsn_loss,
+    score_from_energy as score_from_energy,
+    sliced_score_matching as sliced_score_matching,
+)
 from ._parameterisation import (
     AbstractParameterisation as AbstractParameterisation,
     convert as convert,
@@ -24,6 +34,11 @@ from ._path import (
     SubVPPath as SubVPPath,
     VEPath as VEPath,
     VPPath as VPPath,
+)
+from ._trace import (
+    divergence as divergence,
+    exact_trace as exact_trace,
+    hutchinson_trace as hutchinson_trace,
 )
 
 

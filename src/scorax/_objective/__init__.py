@@ -1,0 +1,14 @@
+"""Score-matching objectives: pure functions of one sample, returning a scalar."""
+
+from ._denoising import (
+    denoising_score_matching as denoising_score_matching,
+    diffusion_loss as diffusion_loss,
+    ncsn_loss as ncsn_loss,
+)
+from ._score_matching import (
+    explicit_score_matching as explicit_score_matching,
+    implicit_score_matching as implicit_score_matching,
+    kde_score as kde_score,
+    score_from_energy as score_from_energy,
+    sliced_score_matching as sliced_score_matching,
+)

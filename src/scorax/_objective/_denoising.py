@@ -1,0 +1,206 @@
+r"""Denoising score matching: one noise level, several (NCSN), or a whole path."""
+
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._custom_types import FloatScalar, RealScalarLike
+from .._misc import check, check_time, is_concrete
+from .._parameterisation import (
+    AbstractParameterisation,
+    convert,
+    NoisePrediction,
+    ScorePrediction,
+)
+from .._path import AbstractGaussianPath
+from .._trace import check_choice
+
+
+Model: TypeAlias = Callable[
+    [Float[Array, "*shape"], FloatScalar], Float[Array, "*shape"]
+]
+Weighting: TypeAlias = (
+    Literal["noise", "likelihood", "uniform", "data", "min_snr"]
+    | Callable[[AbstractGaussianPath, FloatScalar], FloatScalar]
+)
+WEIGHTINGS: tuple[str, ...] = ("noise", "likelihood", "uniform", "data", "min_snr")
+MIN_SNR_GAMMA = 5.0
+
+
+def denoising_score_matching(
+    score_fn: Callable[[Float[Array, "*shape"]], Float[Array, "*shape"]],
+    x: Float[Array, "*shape"],
+    *,
+    key: PRNGKeyArray,
+    sigma: RealScalarLike,
+    parameterisation: AbstractParameterisation = ScorePrediction(),
+) -> FloatScalar:
+    r"""Denoising score matching at one noise level (Vincent 2011).
+
+    Perturb $\tilde x = x + \sigma\varepsilon$, $\varepsilon \sim \mathcal{N}(0, I)$,
+    and regress on the score of the perturbation kernel,
+    $\nabla_{\tilde x} \log q_\sigma(\tilde x \mid x) = -\varepsilon / \sigma$:
+
+    $$\ell(x) = \tfrac12 \left\| s_\theta(\tilde x) + \frac{\varepsilon}{\sigma}
+    \right\|^2 \quad\text{(score form)}, \qquad
+    \ell(x) = \tfrac12 \left\| \hat\varepsilon_\theta(\tilde x) - \varepsilon
+    \right\|^2 \quad\text{(noise form)}.$$
+
+    In expectation the score form equals explicit score matching against the
+    perturbed density $q_\sigma = p * \mathcal{N}(0, \sigma^2 I)$ plus a constant
+    independent of the model, so its minimiser is $\nabla \log q_\sigma$. The noise
+    form is $\sigma^2$ times the score form with $s_\theta = -\hat\varepsilon_\theta
+    / \sigma$.
+
+    **Arguments:**
+
+    - `score_fn`: the model, mapping $\tilde x$ to an array shaped like `x`.
+    - `x`: one clean sample.
+    - `key`: a JAX PRNG key for the noise.
+    - `sigma`: the noise scale, $\sigma > 0$.
+    - `parameterisation`: `scorax.ScorePrediction()` (the model predicts the score)
+      or `scorax.NoisePrediction()` (it predicts $\varepsilon$).
+    """
+    if not isinstance(parameterisation, (ScorePrediction, NoisePrediction)):
+        raise ValueError(
+            "`parameterisation` must be scorax.ScorePrediction() or "
+            f"scorax.NoisePrediction(), got {parameterisation!r}."
+        )
+    sigma = check(sigma, jnp.asarray(sigma) > 0, "`sigma` must be > 0.")
+    eps = jr.normal(key, x.shape, x.dtype)
+    prediction = score_fn(x + sigma * eps)
+    if isinstance(parameterisation, NoisePrediction):
+        return 0.5 * jnp.sum((prediction - eps) ** 2)
+    return 0.5 * jnp.sum((prediction + eps / sigma) ** 2)
+
+
+def ncsn_loss(
+    model: Model,
+    x: Float[Array, "*shape"],
+    *,
+    key: PRNGKeyArray,
+    sigmas: Float[Array, " num_levels"],
+    weighting: Literal["noise", "uniform"] = "noise",
+) -> FloatScalar:
+    r"""The multi-scale denoising objective of NCSN (Song & Ermon 2019).
+
+    $$\mathcal{L}(\theta) = \frac1L \sum_{i=1}^L \lambda(\sigma_i)\,
+    \mathbb{E}\left[\tfrac12 \left\| s_\theta(x + \sigma_i\varepsilon, \sigma_i)
+    + \frac{\varepsilon}{\sigma_i} \right\|^2\right],
+    \qquad \lambda(\sigma) = \sigma^2,$$
+
+    the weighting that makes every level contribute on the same scale. Each call
+    draws one level uniformly (as the paper's training does), an unbiased estimate
+    of the average over levels.
+
+    **Arguments:**
+
+    - `model`: a noise-conditional score model, called as `model(x_tilde, sigma)`.
+    - `x`: one clean sample.
+    - `key`: a JAX PRNG key for the level and the noise.
+    - `sigmas`: the noise levels, all $> 0$, e.g.
+      [`geometric_sigmas`][scorax.geometric_sigmas].
+    - `weighting`: `"noise"` for $\lambda = \sigma^2$, `"uniform"` for $\lambda = 1$.
+    """
+    check_choice(weighting, "weighting", ("noise", "uniform"))
+    if is_concrete(sigmas) and not bool(jnp.all(sigmas > 0)):
+        raise ValueError("`sigmas` must all be > 0.")
+    level_key, noise_key = jr.split(key)
+    sigma = sigmas[jr.randint(level_key, (), 0, sigmas.shape[0])]
+    loss = denoising_score_matching(
+        lambda x_tilde: model(x_tilde, sigma), x, key=noise_key, sigma=sigma
+    )
+    return sigma**2 * loss if weighting == "noise" else loss
+
+
+def _weight(
+    path: AbstractGaussianPath, t: FloatScalar, weighting: Weighting
+) -> FloatScalar:
+    """$\\lambda(t)$, the weight on the score error $\\frac12\\|s_\\theta - s\\|^2$."""
+    if callable(weighting):
+        return jnp.asarray(weighting(path, t))
+    sigma2 = path.sigma(t) ** 2
+    if weighting == "noise":
+        return sigma2
+    if weighting == "likelihood":
+        return path.diffusion(t) ** 2
+    if weighting == "uniform":
+        return jnp.ones_like(sigma2)
+    snr = jnp.exp(path.log_snr(t))
+    if weighting == "data":
+        return sigma2 / snr
+    return sigma2 * jnp.minimum(snr, MIN_SNR_GAMMA) / snr  # "min_snr"
+
+
+def diffusion_loss(
+    model: Model,
+    path: AbstractGaussianPath,
+    x0: Float[Array, "*shape"],
+    *,
+    key: PRNGKeyArray,
+    parameterisation: AbstractParameterisation = NoisePrediction(),
+    weighting: Weighting = "noise",
+    t_min: float = 1e-3,
+    t: RealScalarLike | None = None,
+) -> FloatScalar:
+    r"""Continuous-time denoising score matching on any Gaussian path, for a model
+    in any parameterisation (Song et al. 2021).
+
+    Draw $t \sim \mathcal{U}[t_\text{min}, 1)$ and $x_t = \alpha(t) x_0 +
+    \sigma(t)\varepsilon$, then
+
+    $$\ell(x_0) = \tfrac12\, \lambda(t) \left\| s_\theta(x_t, t) - \nabla_{x_t}
+    \log p_t(x_t \mid x_0) \right\|^2,$$
+
+    where $s_\theta$ is the model's output read as a score. Since every
+    parameterisation is affine in the noise, $\varepsilon = a x_t + b\, m_\theta$
+    (see [`AbstractParameterisation`][scorax.AbstractParameterisation]), the score
+    error is $\|s_\theta - s\| = (|b| / \sigma) \|m_\theta - m\|$ with $m$ the
+    true target in the model's own parameterisation, and that is how the loss is
+    computed: no division by a small $\sigma$ inside the norm.
+
+    The weightings $\lambda(t)$:
+
+    - `"noise"`: $\sigma^2$, so a `NoisePrediction` model minimises
+      $\frac12\|\hat\varepsilon - \varepsilon\|^2$ (Ho et al. 2020);
+    - `"likelihood"`: $g(t)^2$, for which the integral over $t$ bounds the
+      negative log-likelihood (Song et al. 2021, "Maximum likelihood training of
+      score-based diffusion models");
+    - `"uniform"`: $1$, the plain score error;
+    - `"data"`: $\sigma^2 / \mathrm{SNR}$, the squared error of the denoised
+      $\hat x_0$;
+    - `"min_snr"`: $\sigma^2 \min(\mathrm{SNR}, 5) / \mathrm{SNR}$ (Min-SNR-5,
+      Hang et al. 2023);
+    - or a function `(path, t) -> lambda`.
+
+    **Arguments:**
+
+    - `model`: called as `model(x_t, t)`, returning an array shaped like `x0`.
+    - `path`: the Gaussian path.
+    - `x0`: one clean sample.
+    - `key`: a JAX PRNG key for the time and the noise (the noise alone when `t`
+      is given).
+    - `parameterisation`: what the model predicts; default `NoisePrediction()`.
+    - `weighting`: as above; default `"noise"`.
+    - `t_min`: the smallest time, $0 < t_\text{min} < 1$; the conditional score is
+      undefined at $t = 0$ on paths with $\sigma(0) = 0$.
+    - `t`: a fixed time in $[0, 1]$ instead of a random one.
+    """
+    if not callable(weighting):
+        check_choice(weighting, "weighting", WEIGHTINGS)
+    if not 0 < t_min < 1:
+        raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
+    if t is None:
+        time_key, key = jr.split(key)
+        t = jr.uniform(time_key, (), x0.dtype, minval=t_min, maxval=1.0)
+    t = check_time(jnp.asarray(t, x0.dtype))
+    x_t, eps = path.sample(x0, t, key=key)
+    target = convert(
+        path, eps, x_t, t, source=NoisePrediction(), target=parameterisation
+    )
+    _, b = parameterisation.noise_coefficients(path, t)
+    scale = _weight(path, t, weighting) * (b / path.sigma(t)) ** 2
+    return 0.5 * scale * jnp.sum((model(x_t, t) - target) ** 2)
