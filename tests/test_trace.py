@@ -82,7 +82,9 @@ def test_hutchinson_standard_error_is_calibrated(probe):
     standard errors of both (estimated from the same draws)."""
     mlp = network(3, 5, jnp.float64)
     x = jr.normal(jr.key(4), (5,), jnp.float64)
-    runs, num_probes = 2000, 8
+    # Few probes per estimate, so that a wrong ddof or sqrt(m - 1) (a bias of
+    # 1 / m in the squared error) is far outside the test's 5-sigma band.
+    runs, num_probes = 4000, 3
     estimates, errors = jax.vmap(
         lambda k: scorax.hutchinson_trace(
             mlp, x, key=k, num_probes=num_probes, probe=probe
@@ -162,3 +164,16 @@ def test_trace_estimators_compose_with_jit_vmap_and_grad(key):
     )
     estimates, errors = batched(xs, jr.split(key, 5))
     assert estimates.shape == errors.shape == (5,)
+
+
+def test_standard_error_has_finite_gradient_at_zero_spread(key):
+    """Rademacher probes on a diagonal Jacobian give zero spread: the standard error
+    is 0 and its gradient finite (not the NaN of sqrt at 0)."""
+
+    def error(a):
+        return scorax.hutchinson_trace(
+            lambda y: a * y, jnp.ones(3), key=key, num_probes=4
+        )[1]
+
+    assert error(2.0) == 0
+    assert jnp.isfinite(jax.grad(error)(2.0))

@@ -74,9 +74,11 @@ def value_and_exact_trace(
         basis = jnp.zeros(dim, x.dtype).at[i].set(1).reshape(x.shape)
         return jvp(basis).reshape(-1)[i]
 
-    diagonal = jax.lax.map(
-        diagonal_entry, jnp.arange(dim), batch_size=chunk_size or dim
-    )
+    indices = jnp.arange(dim)
+    if chunk_size is None:
+        diagonal = jax.vmap(diagonal_entry)(indices)
+    else:
+        diagonal = jax.lax.map(diagonal_entry, indices, batch_size=chunk_size)
     return value, jnp.sum(diagonal)
 
 
@@ -96,7 +98,13 @@ def value_and_hutchinson_trace(
     if num_probes == 1:
         standard_error = jnp.full((), jnp.inf, samples.dtype)
     else:
-        standard_error = jnp.std(samples, ddof=1) / jnp.sqrt(num_probes)
+        # sqrt(var / m), with gradient 0 rather than NaN where the spread is zero
+        # (a diagonal Jacobian with Rademacher probes, for instance).
+        variance = jnp.var(samples, ddof=1)
+        spread = variance > 0
+        standard_error = jnp.where(
+            spread, jnp.sqrt(jnp.where(spread, variance, 1) / num_probes), 0
+        )
     return value, jnp.mean(samples), standard_error
 
 

@@ -109,7 +109,7 @@ def ncsn_loss(
     if is_concrete(sigmas) and not bool(jnp.all(sigmas > 0)):
         raise ValueError("`sigmas` must all be > 0.")
     level_key, noise_key = jr.split(key)
-    sigma = sigmas[jr.randint(level_key, (), 0, sigmas.shape[0])]
+    sigma = sigmas[jr.randint(level_key, (), 0, sigmas.shape[0])].astype(x.dtype)
     loss = denoising_score_matching(
         lambda x_tilde: model(x_tilde, sigma), x, key=noise_key, sigma=sigma
     )
@@ -187,7 +187,8 @@ def diffusion_loss(
     - `weighting`: as above; default `"noise"`.
     - `t_min`: the smallest time, $0 < t_\text{min} < 1$; the conditional score is
       undefined at $t = 0$ on paths with $\sigma(0) = 0$.
-    - `t`: a fixed time in $[0, 1]$ instead of a random one.
+    - `t`: a fixed time instead of a random one, in $[0, 1]$ with $\sigma(t) > 0$
+      (an error otherwise).
     """
     if not callable(weighting):
         check_choice(weighting, "weighting", WEIGHTINGS)
@@ -201,6 +202,13 @@ def diffusion_loss(
     target = convert(
         path, eps, x_t, t, source=NoisePrediction(), target=parameterisation
     )
+    sigma = path.sigma(t)
+    sigma = check(
+        sigma,
+        sigma > 0,
+        f"`t`: diffusion_loss needs sigma(t) > 0, which fails at this t on "
+        f"{type(path).__name__} (t = 0); use t >= t_min > 0.",
+    )
     _, b = parameterisation.noise_coefficients(path, t)
-    scale = _weight(path, t, weighting) * (b / path.sigma(t)) ** 2
+    scale = _weight(path, t, weighting) * (b / sigma) ** 2
     return 0.5 * scale * jnp.sum((model(x_t, t) - target) ** 2)

@@ -3,12 +3,13 @@ r"""Score matching without noise: explicit (ESM), implicit (ISM) and sliced (SSM
 from collections.abc import Callable
 from typing import Any, Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import positive
+from .._misc import check, positive
 from .._trace import (
     check_choice,
     check_count,
@@ -62,11 +63,18 @@ def _bandwidth(
             factor = n ** (-1 / (d + 4))
         else:
             factor = (4 / (n * (d + 2))) ** (1 / (d + 4))
-        return spread * factor
+        h = spread * factor
+        message = (
+            f"`bandwidth`: the {bandwidth!r} rule gives h = 0 because `data` has no "
+            "spread (a single point or constant data); pass a positive bandwidth."
+        )
+        return check(h, h > 0, message)
     positive(bandwidth, "bandwidth")
-    return jnp.asarray(bandwidth, data.dtype)
+    h = jnp.asarray(bandwidth, data.dtype)
+    return check(h, jnp.isfinite(h) & (h > 0), "`bandwidth` must be finite and > 0.")
 
 
+@eqx.filter_jit  # one compilation per shape, also when called eagerly
 def kde_score(
     x: Float[Array, " d"],
     data: Float[Array, "n d"],
@@ -85,7 +93,8 @@ def kde_score(
 
     The softmax is accumulated over chunks of `chunk_size` data points with a
     running maximum (an online `logsumexp`), so memory stays bounded for large $n$
-    and the weights never underflow to $0/0$, even far from the data.
+    and the weights never underflow to $0/0$, even far from the data (as long as
+    $\|x - y_i\|^2$ itself is representable in the dtype).
 
     **Arguments:**
 
@@ -102,6 +111,8 @@ def kde_score(
     $\nabla_x \log \hat p(x)$, shape `(d,)`.
     """
     check_count(chunk_size, "chunk_size")
+    dtype = jnp.result_type(x, data)
+    x, data = x.astype(dtype), data.astype(dtype)
     h = _bandwidth(data, bandwidth)
     num, dim = data.shape
     chunk = min(chunk_size, num)
