@@ -60,3 +60,11 @@ def test_public_callables_are_fully_annotated(name):
             assert signature.return_annotation is not inspect.Signature.empty, (
                 f"{name}.{function.__name__} has no return annotation"
             )
+
+
+@pytest.mark.parametrize("name", scorax.datasets.__all__)
+def test_data_sets_are_documented_and_listed(name):
+    page = (DOCS / "datasets.md").read_text()
+    assert f"- {name}\n" in page
+    doc = getattr(scorax.datasets, name).__doc__
+    assert doc and doc.strip()

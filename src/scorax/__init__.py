@@ -5,7 +5,18 @@ function acts on one sample (batch with `jax.vmap`); PRNG keys and
 hyperparameters are keyword-only.
 """
 
+from . import datasets as datasets
+from ._metric import (
+    fisher_divergence as fisher_divergence,
+    mmd as mmd,
+    sliced_wasserstein as sliced_wasserstein,
+)
 from ._mixture import GaussianMixture as GaussianMixture
+from ._model import (
+    EnergyMLP as EnergyMLP,
+    GaussianFourierFeatures as GaussianFourierFeatures,
+    ScoreMLP as ScoreMLP,
+)
 from ._objective import (
     denoising_score_matching as denoising_score_matching,
     diffusion_loss as diffusion_loss,

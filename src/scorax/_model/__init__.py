@@ -1,0 +1,7 @@
+"""Neural networks for scores and energies."""
+
+from ._mlp import (
+    EnergyMLP as EnergyMLP,
+    GaussianFourierFeatures as GaussianFourierFeatures,
+    ScoreMLP as ScoreMLP,
+)

@@ -1,0 +1,98 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import scorax
+
+from .helpers import assert_allclose
+
+
+@pytest.mark.parametrize("shape", [(2,), (8, 8)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_score_mlp_maps_x_and_t_to_the_shape_of_x(shape, dtype, key):
+    model = scorax.ScoreMLP(shape, width=16, depth=2, key=key)
+    x = jr.normal(key, shape, dtype)
+    out = model(x, 0.3)
+    assert out.shape == shape and out.dtype == dtype
+    assert not jnp.allclose(out, model(x, 0.7)), "the output must depend on t"
+    batched = jax.jit(jax.vmap(model))(jnp.stack([x, x]), jnp.array([0.3, 0.7]))
+    assert_allclose(batched[0], out, rtol=1e-5)
+
+
+def test_fourier_time_features_are_frozen(key):
+    """sin/cos features of t with fixed frequencies: no gradient reaches them."""
+    features = scorax.GaussianFourierFeatures(8, scale=2.0, key=key)
+    out = features(0.25)
+    angles = 2 * jnp.pi * features.frequencies * 0.25
+    assert_allclose(out, jnp.concatenate([jnp.sin(angles), jnp.cos(angles)]), rtol=1e-6)
+    grads = jax.grad(lambda f: jnp.sum(f(0.25)))(features)
+    assert jnp.all(grads.frequencies == 0)
+
+
+def test_energy_mlp_trains_with_ism_only_when_smooth(key):
+    """With SiLU the Hessian trace of the energy, which ISM needs, is non-zero; with
+    ReLU it vanishes almost everywhere (the failure the seed notes describe)."""
+    x = jr.normal(key, (2,))
+    for activation, zero_trace in [(jax.nn.silu, False), (jax.nn.relu, True)]:
+        energy = scorax.EnergyMLP(
+            (2,), width=16, depth=2, activation=activation, key=key
+        )
+        assert energy(x).shape == ()
+        trace, _ = scorax.exact_trace(scorax.score_from_energy(energy), x)
+        assert (trace == 0) == zero_trace
+        loss, grads = eqx.filter_value_and_grad(
+            lambda e: scorax.implicit_score_matching(scorax.score_from_energy(e), x)
+        )(energy)
+        assert jnp.isfinite(loss)
+        assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_score_mlp_works_with_every_parameterisation(key):
+    """A ScoreMLP trains under diffusion_loss in each parameterisation."""
+    model = scorax.ScoreMLP((2,), width=16, depth=2, key=key)
+    x0 = jnp.array([0.5, -1.0])
+    for parameterisation in (
+        scorax.ScorePrediction(),
+        scorax.NoisePrediction(),
+        scorax.DataPrediction(),
+        scorax.VelocityPrediction(),
+    ):
+        loss, grads = eqx.filter_value_and_grad(
+            lambda m, p=parameterisation: scorax.diffusion_loss(
+                m, scorax.VPPath(), x0, key=key, parameterisation=p
+            )
+        )(model)
+        assert jnp.isfinite(loss)
+        assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda k: scorax.GaussianFourierFeatures(7, key=k),
+            "`num_features` must be even",
+        ),
+        (
+            lambda k: scorax.GaussianFourierFeatures(8, scale=0.0, key=k),
+            "`scale` must be > 0",
+        ),
+        (
+            lambda k: scorax.ScoreMLP((2,), width=0, key=k),
+            "`width` must be an integer >= 1",
+        ),
+        (
+            lambda k: scorax.ScoreMLP((0,), key=k),
+            "`shape` must be a tuple of positive integers",
+        ),
+        (
+            lambda k: scorax.EnergyMLP((2,), depth=0, key=k),
+            "`depth` must be an integer >= 1",
+        ),
+    ],
+)
+def test_bad_model_arguments_raise(make, match, key):
+    with pytest.raises(ValueError, match=match):
+        make(key)
