@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import jaxtyping
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 import scorax
@@ -54,6 +55,11 @@ RTOL = {
 
 def ids(values) -> list[str]:
     return [repr(v) for v in values]
+
+
+# Parametrisations shared by the test modules.
+paths = pytest.mark.parametrize("path", all_paths, ids=ids(all_paths))
+precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 
 
 def dtype_name(dtype) -> str:

@@ -9,19 +9,16 @@ from hypothesis import given, strategies as st
 import scorax
 
 from .helpers import (
-    all_paths,
     assert_allclose,
-    dtypes,
-    ids,
     interior_times,
+    paths,
+    precisions,
     random_mixture,
     RTOL,
     seeds,
 )
 
 
-paths = pytest.mark.parametrize("path", all_paths, ids=ids(all_paths))
-precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 sizes = st.sampled_from([(1, 1), (1, 3), (3, 2), (4, 5)])  # (K, d)
 
 

@@ -15,9 +15,9 @@ from .helpers import (
     all_parameterisations,
     all_paths,
     assert_allclose,
-    dtypes,
     ids,
     interior_times,
+    precisions,
     RTOL,
     RUNTIME_ERRORS,
     seeds,
@@ -25,7 +25,6 @@ from .helpers import (
 )
 
 
-precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 NUM = 20_000  # Monte Carlo samples for the statistical identities
 
 

@@ -11,11 +11,10 @@ import scorax
 
 from .helpers import (
     all_parameterisations,
-    all_paths,
     assert_allclose,
-    dtypes,
-    ids,
     interior_times,
+    paths,
+    precisions,
     random_array,
     RTOL,
     RUNTIME_ERRORS,
@@ -24,8 +23,6 @@ from .helpers import (
 )
 
 
-paths = pytest.mark.parametrize("path", all_paths, ids=ids(all_paths))
-precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 pairs = list(itertools.product(all_parameterisations, repeat=2))
 
 

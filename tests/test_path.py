@@ -11,21 +11,16 @@ from hypothesis import assume, given, strategies as st
 import scorax
 
 from .helpers import (
-    all_paths,
     assert_allclose,
-    dtypes,
-    ids,
     interior_times,
     near_end_times,
+    paths,
+    precisions,
     random_array,
     RTOL,
     seeds,
     shapes,
 )
-
-
-paths = pytest.mark.parametrize("path", all_paths, ids=ids(all_paths))
-precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 
 
 def _condition(path, t):

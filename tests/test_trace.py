@@ -9,10 +9,9 @@ from hypothesis import given, strategies as st
 import scorax
 from scorax._trace import quadratic_forms, sample_probes
 
-from .helpers import assert_allclose, dtypes, RTOL, seeds
+from .helpers import assert_allclose, precisions, RTOL, seeds
 
 
-precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 probes = pytest.mark.parametrize("probe", ["gaussian", "rademacher", "sphere"])
 shapes = st.sampled_from([(1,), (4,), (2, 3)])
 
