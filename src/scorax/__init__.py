@@ -6,6 +6,7 @@ hyperparameters are keyword-only.
 """
 
 from . import datasets as datasets
+from ._fit import fit as fit, FitResult as FitResult
 from ._metric import (
     fisher_divergence as fisher_divergence,
     mmd as mmd,
