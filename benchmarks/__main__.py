@@ -18,13 +18,14 @@ from typing import Any
 
 import jax
 
-from . import mixture, objectives
+from . import fit, mixture, objectives
 from ._harness import Benchmark, Measurement
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mixture": mixture.run,
     "objectives": objectives.run,
+    "fit": fit.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")

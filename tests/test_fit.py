@@ -67,6 +67,40 @@ def test_training_with_diffusion_loss_learns_the_diffused_mixture_score():
         assert after < before / 5, (t, before, after)
 
 
+@pytest.mark.parametrize("objective", ["ssm-vr", "ism"])
+def test_energy_models_trained_by_score_matching_recover_the_mixture_score(objective):
+    """EnergyMLP trained with sliced (variance-reduced) or implicit score matching on
+    the seed mixture: the Fisher divergence of its score to the exact one falls at
+    least fivefold from the initial network's."""
+    data = MIXTURE.sample(key=jr.key(0), sample_shape=(4096,))
+    energy = scorax.EnergyMLP((2,), width=64, depth=2, key=jr.key(1))
+
+    def loss(e, x, k):
+        score = scorax.score_from_energy(e)
+        if objective == "ism":
+            return scorax.implicit_score_matching(score, x)
+        return scorax.sliced_score_matching(score, x, key=k, variance_reduction=True)
+
+    result = scorax.fit(
+        energy,
+        loss,
+        data,
+        optimizer=optax.adam(3e-3),
+        num_steps=1000,
+        batch_size=128,
+        key=jr.key(2),
+        progress=False,
+    )
+    x = MIXTURE.sample(key=jr.key(3), sample_shape=(2000,))
+    before = scorax.fisher_divergence(
+        scorax.score_from_energy(energy), MIXTURE.score, x
+    )
+    after = scorax.fisher_divergence(
+        scorax.score_from_energy(result.model), MIXTURE.score, x
+    )
+    assert after < before / 5, (before, after)
+
+
 def _leaves(tree):
     return [np.asarray(a) for a in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
 

@@ -17,6 +17,7 @@ from ._model import (
     EnergyMLP as EnergyMLP,
     GaussianFourierFeatures as GaussianFourierFeatures,
     ScoreMLP as ScoreMLP,
+    UNet as UNet,
 )
 from ._objective import (
     denoising_score_matching as denoising_score_matching,

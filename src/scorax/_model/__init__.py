@@ -5,3 +5,4 @@ from ._mlp import (
     GaussianFourierFeatures as GaussianFourierFeatures,
     ScoreMLP as ScoreMLP,
 )
+from ._unet import UNet as UNet
