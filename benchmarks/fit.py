@@ -11,9 +11,11 @@ model and returns the `(N,)` batch losses.
   per-step computation and keys (`fold_in(key, step)`, split, `randint` batch
   indices, per-sample keys, `vmap` loss, mean, `value_and_grad`, Adam update), so
   `max rel diff` against `fit` checks that the losses agree.
-- `fit`, as a user calls it. `fit` builds a fresh `eqx.filter_jit` closure on every
-  call, so every call traces and compiles its chunk program again: its median
-  includes that recompilation, not only the first call.
+- `fit`, called as a user would, with the same loss function and optimiser
+  objects on every call. Its `compile s` is the first call, and whatever `fit`
+  compiles again on a later call is in its median: a `fit` that rebuilds its jitted
+  chunk function per call, or that is handed a new optimiser or `lambda` (new
+  static arguments) per call, recompiles every time.
 - `fit` without the per-call fixed cost: with `T(n)` the median time of a `fit`
   call of `n` steps, `T(2N) - T(N)` is the time of `N` steps alone, and this row
   reports it as the candidate median, with the fixed cost per call
@@ -26,15 +28,18 @@ model and returns the `(N,)` batch losses.
   loss with its own random numbers, `torch.optim.Adam(lr=1e-3)`, batch 256,
   `torch.set_num_threads(os.cpu_count())`. Its losses cannot match JAX's, so
   `max rel diff` means nothing on those rows. The last row reuses the timings
-  above: PyTorch against `fit` without its fixed cost.
+  above: PyTorch against `fit` without its fixed cost. On a few cores shared with
+  other work, PyTorch's multi-threaded kernels stall at every small operation and
+  the loop can run several times slower than with one thread: trust this row only
+  from an otherwise idle machine.
 
 The goals: `fit` at least 1.5x the steps per second of the PyTorch loop on CPU
 (ratio at most 0.667) and within 5% of the `lax.scan` loop (ratio at most 1.05).
 The harness has no memory column, so each case ends with the peak resident set
 size of the process so far (`ru_maxrss`): a high-water mark of the whole run, so
 PyTorch's row also counts JAX's memory, and what a row adds is the growth since
-the row before. Fewer repeats than other benchmarks: each `fit` call compiles for
-seconds.
+the row before. Fewer repeats than other benchmarks (fewer still for PyTorch's
+row): a `fit` call that compiles takes seconds, and the eager loop is slow.
 """
 
 import dataclasses
@@ -62,7 +67,8 @@ BATCH = 256
 STEPS = 1000
 QUICK_STEPS = 200
 LEARNING_RATE = 1e-3
-BUDGET = Budget(warmup=1, repeats=7)
+BUDGET = Budget(warmup=1, repeats=5)
+TORCH_BUDGET = Budget(warmup=0, repeats=3)
 PATH = scorax.VPPath()
 
 Train = Callable[[scorax.ScoreMLP, Float[Array, "n 2"], PRNGKeyArray], Array]
@@ -76,6 +82,7 @@ def loss_fn(
 
 def fit_losses(num_steps: int) -> Train:
     """A user's call of `fit`, returning its losses."""
+    optimizer = optax.adam(LEARNING_RATE)  # one object: a new one is a new program
 
     def train(
         model: scorax.ScoreMLP, data: Float[Array, "n 2"], key: PRNGKeyArray
@@ -84,7 +91,7 @@ def fit_losses(num_steps: int) -> Train:
             model,
             loss_fn,
             data,
-            optimizer=optax.adam(LEARNING_RATE),
+            optimizer=optimizer,
             num_steps=num_steps,
             batch_size=BATCH,
             key=key,
@@ -244,7 +251,7 @@ def run(*, quick: bool) -> list[Measurement]:
             reference=(torch_name, torch_losses(model, num_steps)),
             candidate=("fit", fit_losses(num_steps)),
             args=args,
-            budget=budget,
+            budget=TORCH_BUDGET,
         )
         measurements.append(annotate(against_torch, num_steps))
         steady_vs_torch = dataclasses.replace(

@@ -74,6 +74,52 @@ def _load(path: pathlib.Path, like: PyTree) -> tuple[PyTree, np.ndarray]:
         ) from error
 
 
+@eqx.filter_jit
+def _run_chunk(
+    length: int,
+    state: dict[str, Any],
+    data: Array,
+    key: PRNGKeyArray,
+    static: Any,
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    ema_decay: float | None,
+    split_batch: NamedSharding,
+) -> tuple[dict[str, Any], Float[Array, " length"]]:
+    """`length` training steps under `lax.scan`. A module-level function with the
+    model skeleton, loss and optimiser as (static) arguments, so repeated calls of
+    `fit` with the same objects reuse the compiled program."""
+
+    def batch_loss(params, batch, keys):
+        model = eqx.combine(params, static)
+        return jnp.mean(jax.vmap(lambda x, k: loss_fn(model, x, k))(batch, keys))
+
+    def one_step(state, step):
+        index_key, loss_key = jr.split(jr.fold_in(key, step))
+        indices = jr.randint(index_key, (batch_size,), 0, data.shape[0])
+        batch = jax.lax.with_sharding_constraint(data[indices], split_batch)
+        keys = jr.split(loss_key, batch_size)
+        loss, grads = jax.value_and_grad(batch_loss)(state["params"], batch, keys)
+        updates, opt_state = optimizer.update(
+            grads, state["opt_state"], state["params"]
+        )
+        params = eqx.apply_updates(state["params"], updates)
+        ema = state["ema"]
+        if ema_decay is not None:
+            decay = ema_decay
+            ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+        return {
+            "params": params,
+            "opt_state": opt_state,
+            "ema": ema,
+            "step": step + 1,
+        }, loss
+
+    steps = state["step"] + jnp.arange(length, dtype=jnp.int32)
+    return jax.lax.scan(one_step, state, steps)
+
+
 def fit(
     model: Any,
     loss_fn: LossFn,
@@ -97,7 +143,9 @@ def fit(
     between host updates of the progress bar and checkpoints. Step $i$ uses the key
     `jax.random.fold_in(key, i)`, so the result does not depend on how the steps are
     chunked, and a run resumed from a checkpoint continues exactly as an
-    uninterrupted one would.
+    uninterrupted one would. The compiled steps are cached: calling `fit` again
+    with the same `loss_fn` and `optimizer` objects (and shapes) does not
+    recompile.
 
     **Arguments:**
 
@@ -165,37 +213,22 @@ def fit(
     state = jax.device_put(state, replicated)
     data = jax.device_put(data, replicated)
 
-    def batch_loss(params, batch, keys):
-        model = eqx.combine(params, static)
-        return jnp.mean(jax.vmap(lambda x, k: loss_fn(model, x, k))(batch, keys))
-
-    def one_step(state, step, data, key):
-        index_key, loss_key = jr.split(jr.fold_in(key, step))
-        indices = jr.randint(index_key, (batch_size,), 0, data.shape[0])
-        batch = jax.lax.with_sharding_constraint(data[indices], split_batch)
-        keys = jr.split(loss_key, batch_size)
-        loss, grads = jax.value_and_grad(batch_loss)(state["params"], batch, keys)
-        updates, opt_state = optimizer.update(
-            grads, state["opt_state"], state["params"]
-        )
-        params = eqx.apply_updates(state["params"], updates)
-        ema = state["ema"]
-        if ema_decay is not None:
-            decay = ema_decay
-            ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
-        new = {"params": params, "opt_state": opt_state, "ema": ema, "step": step + 1}
-        return new, loss
-
-    @eqx.filter_jit
-    def run_chunk(length, state, data, key):
-        steps = state["step"] + jnp.arange(length, dtype=jnp.int32)
-        return jax.lax.scan(lambda s, i: one_step(s, i, data, key), state, steps)
-
     start = min(int(state["step"]), num_steps)
     with tqdm(total=num_steps, initial=start, disable=not progress, desc="fit") as bar:
         while start < num_steps:
             length = min(steps_per_chunk, num_steps - start)
-            state, losses = run_chunk(length, state, data, key)
+            state, losses = _run_chunk(
+                length,
+                state,
+                data,
+                key,
+                static,
+                loss_fn,
+                optimizer,
+                batch_size,
+                ema_decay,
+                split_batch,
+            )
             history[start : start + length] = np.asarray(losses, np.float32)
             start += length
             if path is not None:
