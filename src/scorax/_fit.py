@@ -215,8 +215,20 @@ def fit(
 
     start = min(int(state["step"]), num_steps)
     with tqdm(total=num_steps, initial=start, disable=not progress, desc="fit") as bar:
+
+        def record(first: int, losses: Array) -> None:
+            """Copy one chunk's losses to the host (waiting for that chunk only)."""
+            history[first : first + losses.shape[0]] = np.asarray(losses, np.float32)
+            bar.set_postfix(
+                loss=f"{float(np.mean(history[first : first + losses.shape[0]])):.4g}"
+            )
+            bar.update(losses.shape[0])
+
+        pending: tuple[int, Array] | None = None
         while start < num_steps:
             length = min(steps_per_chunk, num_steps - start)
+            # Dispatched asynchronously: the device runs this chunk while the host
+            # reads the previous chunk's losses, so the two never wait on each other.
             state, losses = _run_chunk(
                 length,
                 state,
@@ -229,14 +241,16 @@ def fit(
                 ema_decay,
                 split_batch,
             )
-            history[start : start + length] = np.asarray(losses, np.float32)
+            if pending is not None:
+                record(*pending)
+            pending = (start, losses)
             start += length
             if path is not None:
+                record(*pending)
+                pending = None
                 _save_atomically(path, state, history[:start])
-            bar.set_postfix(
-                loss=f"{float(np.mean(history[start - length : start])):.4g}"
-            )
-            bar.update(length)
+        if pending is not None:
+            record(*pending)
 
     ema_model = None if ema_decay is None else eqx.combine(state["ema"], static)
     return FitResult(
