@@ -157,7 +157,9 @@ def fit(
     - `num_steps`: the total number of steps, $\ge 1$.
     - `batch_size`: $1 \le B \le n$; a multiple of the number of devices.
     - `key`: a JAX PRNG key.
-    - `steps_per_chunk`: steps fused per compiled call.
+    - `steps_per_chunk`: steps fused per compiled call. Each chunk costs one host
+      round trip (a few milliseconds); raise it when a step takes well under a
+      millisecond, as for small models on a GPU.
     - `ema_decay`: if given, in $[0, 1)$, also keep
       $\bar\theta \leftarrow \gamma \bar\theta + (1 - \gamma)\theta$ after each step.
     - `checkpoint`: a file path. After every chunk the model, optimiser state, EMA,
