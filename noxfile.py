@@ -37,8 +37,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check `src` with pyright (configured in pyproject.toml)."""
-    # `plots` too, so pyright can resolve the demo's matplotlib imports.
-    session.install("-e", ".[lint,plots]")
+    # Every optional extra too, so pyright resolves matplotlib and scikit-learn.
+    session.install("-e", ".[lint,plots,data]")
     session.run("pyright", *session.posargs)
 
 
