@@ -3,7 +3,7 @@
 from typing import TypeAlias
 
 import numpy as np
-from jaxtyping import Array, Float, Int, Real
+from jaxtyping import Array, Float, Real
 
 
 RealScalarLike: TypeAlias = float | int | Real[Array, ""] | Real[np.ndarray, ""]
@@ -11,6 +11,3 @@ RealScalarLike: TypeAlias = float | int | Real[Array, ""] | Real[np.ndarray, ""]
 
 FloatScalar: TypeAlias = Float[Array, ""]
 """A floating-point zero-dimensional JAX array."""
-
-IntScalarLike: TypeAlias = int | Int[Array, ""] | Int[np.ndarray, ""]
-"""An integer scalar."""

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from tqdm.auto import tqdm
 
 from ._custom_types import FloatScalar
-from ._trace import check_count
+from ._misc import check_count
 
 
 LossFn = Callable[[Any, Float[Array, "*shape"], PRNGKeyArray], FloatScalar]

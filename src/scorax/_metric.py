@@ -9,8 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import FloatScalar, RealScalarLike
-from ._misc import positive
-from ._trace import check_count
+from ._misc import check_count, positive
 
 
 def fisher_divergence(

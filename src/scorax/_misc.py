@@ -43,3 +43,17 @@ def positive(value: ArrayLike, name: str) -> None:
         np.isfinite(value) and np.all(np.asarray(value) > 0)
     ):
         raise ValueError(f"`{name}` must be finite and > 0, got {value}.")
+
+
+def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
+    """Raise `ValueError` unless `value` is one of the `allowed` names."""
+    if value not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}."
+        )
+
+
+def check_count(value: object, name: str) -> None:
+    """Raise `ValueError` unless `value` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")

@@ -9,25 +9,12 @@ import jax.random as jr
 from jaxtyping import Array, DTypeLike, Float, PRNGKeyArray
 
 from ._custom_types import FloatScalar
+from ._misc import check_choice, check_count
 
 
 Probe: TypeAlias = Literal["gaussian", "rademacher", "sphere"]
 PROBES: tuple[str, ...] = ("gaussian", "rademacher", "sphere")
 VectorField: TypeAlias = Callable[[Float[Array, "*shape"]], Float[Array, "*shape"]]
-
-
-def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
-    """Raise `ValueError` unless `value` is one of the `allowed` names."""
-    if value not in allowed:
-        raise ValueError(
-            f"`{name}` must be one of {', '.join(map(repr, allowed))}, got {value!r}."
-        )
-
-
-def check_count(value: object, name: str) -> None:
-    """Raise `ValueError` unless `value` is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
 
 
 def sample_probes(

@@ -14,8 +14,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._misc import check_count
 from ._mixture import GaussianMixture
-from ._trace import check_count
 
 
 __all__ = [

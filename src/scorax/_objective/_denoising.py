@@ -8,7 +8,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check, check_time, is_concrete
+from .._misc import check, check_choice, check_time, is_concrete
 from .._parameterisation import (
     AbstractParameterisation,
     convert,
@@ -16,7 +16,6 @@ from .._parameterisation import (
     ScorePrediction,
 )
 from .._path import AbstractGaussianPath
-from .._trace import check_choice
 
 
 Model: TypeAlias = Callable[

@@ -9,10 +9,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check, positive
+from .._misc import check, check_choice, check_count, positive
 from .._trace import (
-    check_choice,
-    check_count,
     Probe,
     PROBES,
     quadratic_forms,
