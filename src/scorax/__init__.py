@@ -7,6 +7,11 @@ hyperparameters are keyword-only.
 
 from . import datasets as datasets
 from ._fit import fit as fit, FitResult as FitResult
+from ._likelihood import (
+    bits_per_dim as bits_per_dim,
+    LikelihoodResult as LikelihoodResult,
+    log_likelihood as log_likelihood,
+)
 from ._metric import (
     fisher_divergence as fisher_divergence,
     mmd as mmd,
@@ -47,6 +52,17 @@ from ._path import (
     SubVPPath as SubVPPath,
     VEPath as VEPath,
     VPPath as VPPath,
+)
+from ._sampler import (
+    annealed_langevin as annealed_langevin,
+    ddim_sample as ddim_sample,
+    ddpm_sample as ddpm_sample,
+    edm_sample as edm_sample,
+    langevin as langevin,
+    predictor_corrector_sample as predictor_corrector_sample,
+    probability_flow_sample as probability_flow_sample,
+    reverse_sde_sample as reverse_sde_sample,
+    SampleResult as SampleResult,
 )
 from ._trace import (
     divergence as divergence,

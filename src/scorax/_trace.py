@@ -82,17 +82,21 @@ def value_and_hutchinson_trace(
     value, jvp = jax.linearize(fn, x)
     probes = sample_probes(key, x.shape, num_probes, probe, x.dtype)
     samples = quadratic_forms(jvp, probes)
-    if num_probes == 1:
-        standard_error = jnp.full((), jnp.inf, samples.dtype)
-    else:
-        # sqrt(var / m), with gradient 0 rather than NaN where the spread is zero
-        # (a diagonal Jacobian with Rademacher probes, for instance).
-        variance = jnp.var(samples, ddof=1)
-        spread = variance > 0
-        standard_error = jnp.where(
-            spread, jnp.sqrt(jnp.where(spread, variance, 1) / num_probes), 0
-        )
-    return value, jnp.mean(samples), standard_error
+    return value, jnp.mean(samples), standard_error(samples)
+
+
+def standard_error(samples: Float[Array, " num"]) -> FloatScalar:
+    """The standard error of the mean of i.i.d. samples, sqrt(var / m); +inf for
+    one sample, where it cannot be estimated."""
+    if samples.shape[0] == 1:
+        return jnp.full((), jnp.inf, samples.dtype)
+    # Gradient 0 rather than NaN where the spread is zero (a diagonal Jacobian
+    # with Rademacher probes, for instance).
+    variance = jnp.var(samples, ddof=1)
+    spread = variance > 0
+    return jnp.where(
+        spread, jnp.sqrt(jnp.where(spread, variance, 1) / samples.shape[0]), 0
+    )
 
 
 def exact_trace(

@@ -1,0 +1,12 @@
+from ._common import SampleResult as SampleResult
+from ._ddpm import ddim_sample as ddim_sample, ddpm_sample as ddpm_sample
+from ._edm import edm_sample as edm_sample
+from ._langevin import (
+    annealed_langevin as annealed_langevin,
+    langevin as langevin,
+    predictor_corrector_sample as predictor_corrector_sample,
+)
+from ._sde import (
+    probability_flow_sample as probability_flow_sample,
+    reverse_sde_sample as reverse_sde_sample,
+)
