@@ -106,3 +106,38 @@ def without_runtime_type_checking():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", False)
+
+
+class ExactModel(eqx.Module):
+    """The exact diffused score of a Gaussian mixture, read in any
+    parameterisation: the oracle every sampler and likelihood is checked with.
+    A module, so that jitted callers see the mixture as data and do not
+    recompile for a new one."""
+
+    mixture: scorax.GaussianMixture
+    path: scorax.AbstractGaussianPath
+    parameterisation: scorax.AbstractParameterisation = scorax.ScorePrediction()
+
+    def __call__(self, x, t):
+        score = self.mixture.marginal(self.path, t).score(x)
+        return scorax.convert(
+            self.path,
+            score,
+            x,
+            t,
+            source=scorax.ScorePrediction(),
+            target=self.parameterisation,
+        )
+
+
+def counting(fn):
+    """`fn` wrapped to count its calls as they run (inside jit and loops too);
+    returns the wrapper and the list the calls are recorded in. Read the list
+    after `jax.effects_barrier()`."""
+    calls = []
+
+    def wrapped(*args):
+        jax.debug.callback(lambda: calls.append(1))
+        return fn(*args)
+
+    return wrapped, calls

@@ -110,6 +110,6 @@ def num_evaluations(count: int | Array) -> Int[Array, ""]:
 
 def time_grid(
     t_max: float, t_min: float, num_steps: int, dtype
-) -> Float[Array, " num_steps+1"]:
+) -> Float[Array, " levels"]:
     """`num_steps + 1` evenly spaced times from `t_max` down to `t_min`."""
     return jnp.linspace(t_max, t_min, num_steps + 1, dtype=dtype)

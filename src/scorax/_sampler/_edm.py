@@ -28,7 +28,7 @@ from ._common import (
 
 def edm_sigmas(
     sigma_max: Array, sigma_min: Array, num_steps: int, rho: Array
-) -> Float[Array, " num_steps+1"]:
+) -> Float[Array, " levels"]:
     r"""Karras et al.'s levels $(\sigma_\text{max}^{1/\rho} + \frac{i}{N-1}
     (\sigma_\text{min}^{1/\rho} - \sigma_\text{max}^{1/\rho}))^\rho$, then 0."""
     fraction = jnp.linspace(0, 1, num_steps, dtype=sigma_max.dtype)

@@ -33,7 +33,7 @@ from ._common import (
 
 def with_start(
     x: Float[Array, "*shape"], states: Float[Array, " num *shape"] | None
-) -> Float[Array, " num+1 *shape"] | None:
+) -> Float[Array, " num_saved *shape"] | None:
     """Prepend the starting point to the states a scan saved (None stays None)."""
     return None if states is None else jnp.concatenate([x[None], states])
 

@@ -122,6 +122,13 @@ def solve(
     terms = dfx.ODETerm(lambda s, y, args: drift(s, y))
     if diffusion is not None and brownian is not None:
         terms = dfx.MultiTerm(terms, additive_noise(diffusion, brownian))
+    per_step, once = evaluations_per_step(solver)
+    solver_state = None
+    if once:
+        # First-same-as-last: evaluate the first stage here, once. Left to Diffrax,
+        # it is evaluated again each time the first step is rejected, which the
+        # solver's statistics do not record.
+        solver_state = (jnp.array(False), terms.vf(jnp.zeros_like(span), y0, None))
     saveat = dfx.SaveAt(ts=grid) if save else dfx.SaveAt(t1=True)
     # Exact Brownian increments cannot be replayed backwards: forward mode only.
     unsafe = isinstance(brownian, dfx.UnsafeBrownianPath)
@@ -135,10 +142,10 @@ def solve(
         stepsize_controller=controller,
         saveat=saveat,
         max_steps=max_steps,
+        solver_state=solver_state,
         adjoint=dfx.ForwardMode() if unsafe else dfx.RecursiveCheckpointAdjoint(),
     )
     assert solution.ys is not None and solution.stats is not None
     final = jax.tree.map(lambda a: a[-1], solution.ys)
-    per_step, once = evaluations_per_step(solver)
     evaluations = per_step * solution.stats["num_steps"] + once
     return final, solution.ys if save else None, jnp.asarray(evaluations, jnp.int32)

@@ -1,0 +1,762 @@
+"""Samplers against the Gaussian-mixture oracle: exact flow maps, statistical
+agreement with fresh data, Langevin invariance and exact evaluation counts."""
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import scorax
+
+from .helpers import (
+    assert_allclose,
+    counting,
+    ExactModel,
+    random_mixture,
+    RUNTIME_ERRORS,
+    seeds,
+    without_runtime_type_checking,
+)
+
+
+MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
+VP = scorax.VPPath()
+VE = scorax.VEPath(sigma_min=0.01, sigma_max=20.0)
+SCHEDULE = scorax.DDPMSchedule(num_steps=1000)
+NUM = 1000  # samples per statistical test
+
+
+def exact(path, parameterisation=None, mixture=MIXTURE):
+    return ExactModel(mixture, path, parameterisation or scorax.ScorePrediction())
+
+
+def ncsn_model(x, sigma):
+    """The exact noise-conditional score of the mixture blurred by N(0, sigma^2)."""
+    return MIXTURE.marginal(VE, VE.inverse_log_snr(-2 * jnp.log(sigma))).score(x)
+
+
+SIGMAS = scorax.geometric_sigmas(sigma_min=0.01, sigma_max=20.0, num_levels=10)
+
+# Each sampler as (start, key) -> SampleResult, with the exact model in a
+# different parameterisation each, so that conversions are exercised too. The
+# step counts are ones where the discretisation error is far below the noise
+# floor of NUM samples.
+SAMPLERS = {
+    "langevin": (
+        "data",
+        lambda x, key: scorax.langevin(
+            MIXTURE.score, x, key=key, step_size=1e-3, num_steps=200
+        ),
+    ),
+    "annealed_langevin": (
+        "uniform",
+        lambda x, key: scorax.annealed_langevin(
+            ncsn_model, SIGMAS, x, key=key, step_size=1e-4, steps_per_level=100
+        ),
+    ),
+    "ddpm_beta": (
+        "normal",
+        lambda x, key: scorax.ddpm_sample(
+            exact(SCHEDULE.path, scorax.NoisePrediction()), SCHEDULE, x, key=key
+        ),
+    ),
+    "ddpm_posterior": (
+        "normal",
+        lambda x, key: scorax.ddpm_sample(
+            exact(SCHEDULE.path, scorax.DataPrediction()),
+            SCHEDULE,
+            x,
+            key=key,
+            parameterisation=scorax.DataPrediction(),
+            variance="posterior",
+        ),
+    ),
+    "ddim": (
+        "normal",
+        lambda x, key: scorax.ddim_sample(
+            exact(SCHEDULE.path, scorax.NoisePrediction()), SCHEDULE, x, num_steps=200
+        ),
+    ),
+    "ddim_eta": (
+        "normal",
+        lambda x, key: scorax.ddim_sample(
+            exact(SCHEDULE.path, scorax.NoisePrediction()),
+            SCHEDULE,
+            x,
+            num_steps=500,
+            eta=0.5,
+            key=key,
+        ),
+    ),
+    "reverse_sde_euler": (
+        "prior",
+        lambda x, key: scorax.reverse_sde_sample(
+            exact(VP, scorax.NoisePrediction()), VP, x, key=key
+        ),
+    ),
+    "reverse_sde_shark": (
+        "prior",
+        lambda x, key: scorax.reverse_sde_sample(
+            exact(VP, scorax.VelocityPrediction()),
+            VP,
+            x,
+            key=key,
+            solver=dfx.ShARK(),
+            num_steps=100,
+            parameterisation=scorax.VelocityPrediction(),
+        ),
+    ),
+    "reverse_sde_adaptive": (
+        "prior",
+        lambda x, key: scorax.reverse_sde_sample(
+            exact(VP),
+            VP,
+            x,
+            key=key,
+            solver=dfx.Heun(),
+            stepsize_controller=dfx.PIDController(rtol=1e-2, atol=1e-2),
+            num_steps=100,
+            parameterisation=scorax.ScorePrediction(),
+        ),
+    ),
+    "probability_flow": (
+        "prior",
+        lambda x, key: scorax.probability_flow_sample(
+            exact(VP, scorax.VelocityPrediction()),
+            VP,
+            x,
+            parameterisation=scorax.VelocityPrediction(),
+        ),
+    ),
+    "predictor_corrector": (
+        "prior",
+        lambda x, key: scorax.predictor_corrector_sample(
+            exact(VP, scorax.DataPrediction()),
+            VP,
+            x,
+            key=key,
+            num_steps=500,
+            parameterisation=scorax.DataPrediction(),
+            axis_name="batch",
+        ),
+    ),
+    "predictor_corrector_ve": (
+        "prior_ve",
+        lambda x, key: scorax.predictor_corrector_sample(
+            exact(VE, scorax.NoisePrediction()),
+            VE,
+            x,
+            key=key,
+            num_steps=500,
+            axis_name="batch",
+        ),
+    ),
+    "edm": (
+        "prior_edm",
+        lambda x, key: scorax.edm_sample(
+            exact(scorax.EDMPath(), scorax.DataPrediction()),
+            scorax.EDMPath(),
+            x,
+            num_steps=40,
+            parameterisation=scorax.DataPrediction(),
+        ),
+    ),
+    "edm_churn_vp": (
+        "prior",
+        lambda x, key: scorax.edm_sample(
+            exact(VP, scorax.NoisePrediction()),
+            VP,
+            x,
+            num_steps=40,
+            churn=20.0,
+            key=key,
+        ),
+    ),
+}
+
+
+def starts(kind: str, num: int):
+    key = jr.key(11)
+    if kind == "data":
+        return MIXTURE.sample(key=key, sample_shape=(num,))
+    if kind == "uniform":  # annealed Langevin starts from uniform noise
+        return jr.uniform(key, (num, 2), minval=-8.0, maxval=8.0)
+    if kind == "normal":
+        return jr.normal(key, (num, 2))
+    path = {"prior": VP, "prior_ve": VE, "prior_edm": scorax.EDMPath()}[kind]
+    return jax.vmap(lambda k: path.prior_sample(key=k, shape=(2,)))(jr.split(key, num))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """What NUM exact samples look like: the two-sample noise floor of the sliced
+    Wasserstein distance (its mean and standard deviation over 30 pairs of fresh
+    draws), and the mixture's first and second moments with the standard
+    deviation of each, from 200,000 fresh draws."""
+    keys = jr.split(jr.key(3), 30)
+
+    def distance(key):
+        a_key, b_key = jr.split(key)
+        a = MIXTURE.sample(key=a_key, sample_shape=(NUM,))
+        b = MIXTURE.sample(key=b_key, sample_shape=(NUM,))
+        return scorax.sliced_wasserstein(a, b, key=jr.key(4))
+
+    values = jax.vmap(distance)(keys)
+    many = MIXTURE.sample(key=jr.key(5), sample_shape=(200_000,))
+    moments = jax.vmap(moment_statistics)(many)
+    return {
+        "floor": (float(jnp.mean(values)), float(jnp.std(values, ddof=1))),
+        "moments": (jnp.mean(moments, 0), jnp.std(moments, 0)),
+    }
+
+
+def moment_statistics(x):
+    """x_1, x_2, x_1^2, x_1 x_2, x_2^2 of one 2-D point."""
+    return jnp.concatenate([x, (x[:, None] * x[None, :])[jnp.triu_indices(2)]])
+
+
+def assert_like_the_data(samples, reference):
+    """NUM samples agree with the mixture: sliced Wasserstein distance to fresh data
+    within 5 standard deviations of the noise floor, and every first and second
+    moment within 5 standard errors."""
+    fresh = MIXTURE.sample(key=jr.key(13), sample_shape=(NUM,))
+    distance = float(scorax.sliced_wasserstein(samples, fresh, key=jr.key(4)))
+    mean, std = reference["floor"]
+    assert distance <= mean + 5 * std, ("sliced Wasserstein", distance, mean, std)
+    expected, spread = reference["moments"]
+    observed = jnp.mean(jax.vmap(moment_statistics)(samples), 0)
+    z = np.asarray(jnp.abs(observed - expected) / (spread / NUM**0.5))
+    assert np.all(z <= 5), ("moments off by this many standard errors", z)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_sampler_with_exact_score_reaches_the_data(name, reference):
+    """Fed the exact score, each sampler's samples are statistically
+    indistinguishable from the data at NUM samples. Every sampler runs under
+    `jit(vmap(...))`."""
+    kind, sampler = SAMPLERS[name]
+    x = starts(kind, NUM)
+    keys = jr.split(jr.key(12), NUM)
+    result = jax.jit(jax.vmap(sampler, axis_name="batch"))(x, keys)
+    assert_like_the_data(result.sample, reference)
+    assert result.sample.shape == x.shape
+    assert result.num_evaluations.shape == (NUM,)
+    assert result.trajectory is None and result.times is None
+
+
+@pytest.mark.parametrize(
+    "wrong, check",
+    [
+        # Stopped at t = 0.2 without denoising: the data blurred by noise of scale
+        # 0.45 (the moments see it).
+        ({"t_min": 0.2, "denoise": False}, "moments"),
+        # A score 20% too small: samples too spread (both checks see it).
+        ({"scale": 0.8}, "sliced Wasserstein"),
+    ],
+)
+def test_the_statistical_check_can_fail(wrong, check, reference):
+    scale = wrong.pop("scale", 1.0)
+    model = exact(VP)
+    result = jax.jit(
+        jax.vmap(
+            lambda x: scorax.probability_flow_sample(
+                lambda x, t: scale * model(x, t),
+                VP,
+                x,
+                parameterisation=scorax.ScorePrediction(),
+                **wrong,
+            )
+        )
+    )(starts("prior", NUM))
+    with pytest.raises(AssertionError, match=check):
+        assert_like_the_data(result.sample, reference)
+
+
+def test_langevin_leaves_its_discrete_stationary_law_invariant():
+    """For p = N(mu, Sigma) the unadjusted chain with step eps has the stationary
+    law N(mu, V), V = Sigma (I - eps Sigma^{-1} / 2)^{-1}, exactly: started there,
+    50 steps later mean and covariance are unchanged, each entry within 5 standard
+    errors (estimated from the samples)."""
+    mu = jnp.array([1.0, -2.0])
+    sigma = jnp.array([[1.0, 0.6], [0.6, 2.0]])
+    eps = 0.2  # large, so the O(eps) bias of the chain would show
+    v = sigma @ jnp.linalg.inv(jnp.eye(2) - eps / 2 * jnp.linalg.inv(sigma))
+    num = 20_000
+    x = jr.multivariate_normal(jr.key(0), mu, v, (num,))
+    precision = jnp.linalg.inv(sigma)
+
+    def score(x):
+        return -precision @ (x - mu)
+
+    out = jax.jit(
+        jax.vmap(
+            lambda x, k: scorax.langevin(score, x, key=k, step_size=eps, num_steps=50)
+        )
+    )(x, jr.split(jr.key(1), num)).sample
+    centred = out - mu[None]
+    assert np.all(np.abs(jnp.mean(out, 0) - mu) <= 5 * jnp.std(out, 0) / num**0.5)
+    products = centred[:, :, None] * centred[:, None, :]
+    error = jnp.abs(jnp.mean(products, 0) - v)
+    assert np.all(error <= 5 * jnp.std(products, 0) / num**0.5)
+    # The invariance is specific: the continuous-time law N(mu, Sigma) is not kept.
+    assert not np.all(
+        jnp.abs(jnp.mean(products, 0) - sigma) <= 5 * jnp.std(products, 0) / num**0.5
+    )
+
+
+def gaussian_flow_map(mean, cov, path, x, t_from, t_to):
+    """The exact probability-flow map between times of a Gaussian path for data
+    N(mean, cov): x_s = alpha_s mu + C_s C_t^{-1} (x_t - alpha_t mu), with
+    C_t = (alpha_t^2 cov + sigma_t^2 I)^{1/2} (all C_t commute)."""
+    eigenvalues, vectors = jnp.linalg.eigh(cov)
+
+    def scale(t):
+        return jnp.sqrt(path.alpha(t) ** 2 * eigenvalues + path.sigma(t) ** 2)
+
+    ratio = vectors @ jnp.diag(scale(t_to) / scale(t_from)) @ vectors.T
+    return path.alpha(t_to) * mean + ratio @ (x - path.alpha(t_from) * mean)
+
+
+FLOW_PATHS = {
+    "vp": (scorax.VPPath(), 1.0),
+    "subvp": (scorax.SubVPPath(), 1.0),
+    "ve": (scorax.VEPath(sigma_min=0.01, sigma_max=10.0), 1.0),
+    "edm": (scorax.EDMPath(), 1.0),
+    "cosine": (scorax.CosinePath(), 0.99),
+    "linear": (scorax.LinearPath(), 0.99),
+}
+TIGHT = dfx.PIDController(rtol=1e-9, atol=1e-9)
+
+
+@eqx.filter_jit
+def flow(model, x, t_max):
+    return scorax.probability_flow_sample(
+        model,
+        model.path,
+        x,
+        stepsize_controller=TIGHT,
+        t_max=t_max,
+        parameterisation=model.parameterisation,
+        denoise=False,
+    )
+
+
+@pytest.mark.parametrize("name", list(FLOW_PATHS))
+@given(
+    seed=seeds,
+    parameterisation=st.sampled_from(
+        [
+            scorax.ScorePrediction(),
+            scorax.NoisePrediction(),
+            scorax.VelocityPrediction(),
+        ]
+    ),
+)
+def test_probability_flow_is_the_exact_gaussian_transport_map(
+    name, seed, parameterisation
+):
+    """For Gaussian data the probability-flow ODE is linear, and the sampler maps
+    each prior point to exactly alpha mu + C_min C_max^{-1} (x - alpha mu) up to the
+    solver tolerance (1e-9), in any parameterisation."""
+    path, t_max = FLOW_PATHS[name]
+    mixture = random_mixture(seed, 1, 3, jnp.float64)
+    x = path.sigma(t_max) * jr.normal(jr.key(seed + 1), (3,))
+    result = flow(ExactModel(mixture, path, parameterisation), x, t_max)
+    expected = gaussian_flow_map(
+        mixture.means[0], mixture.covs[0], path, x, t_max, 1e-3
+    )
+    scale = float(jnp.max(jnp.abs(expected))) + 1
+    assert_allclose(result.sample, expected, rtol=0, atol=1e-6 * scale)
+
+
+def test_ddim_with_eta_one_on_every_step_is_ddpm_with_posterior_variance():
+    """sigma(eta = 1) is the posterior standard deviation and the DDIM mean is the
+    DDPM mean, so given the same key the two samplers agree."""
+    schedule = scorax.DDPMSchedule(num_steps=50)
+    model = exact(schedule.path, scorax.NoisePrediction())
+    x = jr.normal(jr.key(0), (2,))
+    ddpm = scorax.ddpm_sample(model, schedule, x, key=jr.key(1), variance="posterior")
+    ddim = scorax.ddim_sample(model, schedule, x, eta=1.0, key=jr.key(1))
+    assert_allclose(ddim.sample, ddpm.sample, rtol=1e-10, atol=1e-10)
+
+
+def test_edm_ends_on_the_denoiser():
+    """The last EDM step is Euler to noise level 0, which is the denoiser's output
+    at the last level: with one step the sampler returns D(x; sigma_max)."""
+    path = scorax.EDMPath()
+    model = exact(path, scorax.DataPrediction())
+    x = 80.0 * jr.normal(jr.key(0), (2,))
+    result = scorax.edm_sample(
+        model, path, x, num_steps=1, parameterisation=scorax.DataPrediction()
+    )
+    assert_allclose(result.sample, MIXTURE.posterior_mean(path, x, 1.0), rtol=1e-10)
+    assert int(result.num_evaluations) == 1
+
+
+# --- Evaluation counts: every sampler reports the calls it made. ---------------
+
+ODE_SOLVERS = [
+    (dfx.Euler(), dfx.ConstantStepSize()),
+    (dfx.Heun(), dfx.ConstantStepSize()),
+    (dfx.Bosh3(), dfx.ConstantStepSize()),
+    (dfx.Tsit5(), dfx.ConstantStepSize()),
+    (dfx.Dopri8(), dfx.ConstantStepSize()),
+    (dfx.Heun(), dfx.PIDController(rtol=1e-4, atol=1e-4)),
+    (dfx.Bosh3(), dfx.PIDController(rtol=1e-6, atol=1e-6)),
+    (dfx.Tsit5(), dfx.PIDController(rtol=1e-7, atol=1e-7)),
+]
+SDE_SOLVERS = [
+    (dfx.Euler(), dfx.ConstantStepSize()),
+    (dfx.EulerHeun(), dfx.ConstantStepSize()),
+    (dfx.Heun(), dfx.ConstantStepSize()),
+    (dfx.SEA(), dfx.ConstantStepSize()),
+    (dfx.ShARK(), dfx.ConstantStepSize()),
+    (dfx.GeneralShARK(), dfx.ConstantStepSize()),
+    (dfx.ShARK(), dfx.PIDController(rtol=1e-2, atol=1e-2)),
+]
+
+
+def solver_id(pair):
+    return f"{type(pair[0]).__name__}-{type(pair[1]).__name__}"
+
+
+def count(run, model):
+    """Run `run(wrapped_model)` under jit and return (reported, made) counts."""
+    wrapped, calls = counting(model)
+    result = jax.jit(lambda: run(wrapped))()
+    jax.block_until_ready(result)
+    jax.effects_barrier()
+    return int(result.num_evaluations), len(calls)
+
+
+@pytest.mark.parametrize(
+    "solver, controller", ODE_SOLVERS, ids=[solver_id(p) for p in ODE_SOLVERS]
+)
+def test_probability_flow_counts_its_evaluations(solver, controller):
+    x = VP.prior_sample(key=jr.key(0), shape=(2,))
+    reported, made = count(
+        lambda model: scorax.probability_flow_sample(
+            model,
+            VP,
+            x,
+            solver=solver,
+            stepsize_controller=controller,
+            num_steps=20,
+            parameterisation=scorax.ScorePrediction(),
+        ),
+        exact(VP),
+    )
+    assert reported == made > 20
+
+
+@pytest.mark.parametrize(
+    "solver, controller", SDE_SOLVERS, ids=[solver_id(p) for p in SDE_SOLVERS]
+)
+def test_reverse_sde_counts_its_evaluations(solver, controller):
+    x = VP.prior_sample(key=jr.key(0), shape=(2,))
+    reported, made = count(
+        lambda model: scorax.reverse_sde_sample(
+            model,
+            VP,
+            x,
+            key=jr.key(1),
+            solver=solver,
+            stepsize_controller=controller,
+            num_steps=20,
+            parameterisation=scorax.ScorePrediction(),
+        ),
+        exact(VP),
+    )
+    assert reported == made > 20
+
+
+LOOP_SAMPLERS = {
+    "langevin": lambda m: scorax.langevin(
+        lambda x: m(x, 0.5), jnp.zeros(2), key=jr.key(0), step_size=0.1, num_steps=7
+    ),
+    "annealed_langevin": lambda m: scorax.annealed_langevin(
+        lambda x, sigma: m(x, 0.5),
+        SIGMAS[:3],
+        jnp.zeros(2),
+        key=jr.key(0),
+        steps_per_level=4,
+    ),
+    "ddpm": lambda m: scorax.ddpm_sample(
+        m, scorax.DDPMSchedule(num_steps=9, beta_max=5.0), jnp.zeros(2), key=jr.key(0)
+    ),
+    "ddim": lambda m: scorax.ddim_sample(
+        m, scorax.DDPMSchedule(num_steps=9, beta_max=5.0), jnp.zeros(2), num_steps=4
+    ),
+    "predictor_corrector": lambda m: scorax.predictor_corrector_sample(
+        m, VP, jnp.zeros(2), key=jr.key(0), num_steps=5, corrector_steps=2
+    ),
+    "edm": lambda m: scorax.edm_sample(m, VP, jnp.ones(2), num_steps=6),
+}
+
+
+@pytest.mark.parametrize("name", list(LOOP_SAMPLERS))
+def test_loop_samplers_count_their_evaluations(name):
+    reported, made = count(LOOP_SAMPLERS[name], exact(VP, scorax.NoisePrediction()))
+    assert reported == made > 0
+
+
+# --- Trajectories. ---------------------------------------------------------------
+
+TRAJECTORIES = {
+    "langevin": lambda: scorax.langevin(
+        MIXTURE.score,
+        jnp.zeros(2),
+        key=jr.key(0),
+        step_size=0.1,
+        num_steps=5,
+        trajectory=True,
+    ),
+    "annealed_langevin": lambda: scorax.annealed_langevin(
+        ncsn_model,
+        SIGMAS[:3],
+        jnp.zeros(2),
+        key=jr.key(0),
+        steps_per_level=2,
+        trajectory=True,
+        denoise=False,
+    ),
+    "ddpm": lambda: scorax.ddpm_sample(
+        exact(SCHEDULE.path, scorax.NoisePrediction()),
+        scorax.DDPMSchedule(num_steps=5, beta_max=4.0),
+        jnp.ones(2),
+        key=jr.key(0),
+        trajectory=True,
+    ),
+    "ddim": lambda: scorax.ddim_sample(
+        exact(SCHEDULE.path, scorax.NoisePrediction()),
+        scorax.DDPMSchedule(num_steps=5, beta_max=4.0),
+        jnp.ones(2),
+        num_steps=3,
+        trajectory=True,
+    ),
+    "reverse_sde": lambda: scorax.reverse_sde_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        key=jr.key(0),
+        num_steps=5,
+        trajectory=True,
+        denoise=False,
+    ),
+    "probability_flow": lambda: scorax.probability_flow_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=5,
+        trajectory=True,
+        denoise=False,
+    ),
+    "predictor_corrector": lambda: scorax.predictor_corrector_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        key=jr.key(0),
+        num_steps=5,
+        trajectory=True,
+        denoise=False,
+    ),
+    "edm": lambda: scorax.edm_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=5,
+        trajectory=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAJECTORIES))
+def test_trajectory_runs_from_the_start_to_the_sample(name):
+    result = TRAJECTORIES[name]()
+    assert result.trajectory is not None and result.times is not None
+    assert result.trajectory.shape[1:] == (2,)
+    assert result.times.shape == result.trajectory.shape[:1]
+    start = (
+        jnp.ones(2) if name not in ("langevin", "annealed_langevin") else jnp.zeros(2)
+    )
+    assert_allclose(result.trajectory[0], start, rtol=1e-12)
+    assert_allclose(result.trajectory[-1], result.sample, rtol=1e-9, atol=1e-12)
+    steps = jnp.diff(result.times)
+    assert bool(jnp.all(steps > 0)) or bool(jnp.all(steps <= 0))
+
+
+# --- Bad input. --------------------------------------------------------------------
+
+
+def bad_model(x, t):
+    return jnp.zeros(x.shape[0] + 1)
+
+
+BAD_CALLS = [
+    (
+        lambda: scorax.langevin(
+            MIXTURE.score, jnp.zeros(2), key=jr.key(0), step_size=0.0, num_steps=3
+        ),
+        "step_size",
+    ),
+    (
+        lambda: scorax.langevin(
+            MIXTURE.score, jnp.zeros(2), key=jr.key(0), step_size=0.1, num_steps=0
+        ),
+        "num_steps",
+    ),
+    (
+        lambda: scorax.langevin(
+            lambda x: x[:1], jnp.zeros(2), key=jr.key(0), step_size=0.1, num_steps=3
+        ),
+        "model",
+    ),
+    (
+        lambda: scorax.annealed_langevin(
+            ncsn_model, SIGMAS[::-1], jnp.zeros(2), key=jr.key(0)
+        ),
+        "sigmas",
+    ),
+    (
+        lambda: scorax.annealed_langevin(
+            ncsn_model, SIGMAS, jnp.zeros(2), key=jr.key(0), step_size=-1.0
+        ),
+        "step_size",
+    ),
+    (
+        lambda: scorax.annealed_langevin(
+            ncsn_model, SIGMAS, jnp.zeros(2), key=jr.key(0), steps_per_level=0
+        ),
+        "steps_per_level",
+    ),
+    (
+        lambda: scorax.ddpm_sample(bad_model, SCHEDULE, jnp.zeros(2), key=jr.key(0)),
+        "model",
+    ),
+    (
+        lambda: scorax.ddim_sample(exact(VP), SCHEDULE, jnp.zeros(2), num_steps=1001),
+        "num_steps",
+    ),
+    (
+        lambda: scorax.ddim_sample(
+            exact(VP), SCHEDULE, jnp.zeros(2), eta=1.5, key=jr.key(0)
+        ),
+        "eta",
+    ),
+    (lambda: scorax.ddim_sample(exact(VP), SCHEDULE, jnp.zeros(2), eta=0.5), "key"),
+    (
+        lambda: scorax.reverse_sde_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), t_min=0.0
+        ),
+        "t_min",
+    ),
+    (
+        lambda: scorax.reverse_sde_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), t_min=1.5
+        ),
+        "t_min",
+    ),
+    (
+        lambda: scorax.reverse_sde_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), t_max=1.2
+        ),
+        "t_max",
+    ),
+    (
+        lambda: scorax.reverse_sde_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), num_steps=0
+        ),
+        "num_steps",
+    ),
+    (
+        lambda: scorax.reverse_sde_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), solver=dfx.ImplicitEuler()
+        ),
+        "solver",
+    ),
+    (lambda: scorax.probability_flow_sample(bad_model, VP, jnp.zeros(2)), "model"),
+    (
+        lambda: scorax.probability_flow_sample(
+            exact(VP), VP, jnp.zeros(2), t_min=0.5, t_max=0.4
+        ),
+        "t_max",
+    ),
+    (
+        lambda: scorax.predictor_corrector_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), snr=0.0
+        ),
+        "snr",
+    ),
+    (
+        lambda: scorax.predictor_corrector_sample(
+            exact(VP), VP, jnp.zeros(2), key=jr.key(0), corrector_steps=-1
+        ),
+        "corrector_steps",
+    ),
+    (lambda: scorax.edm_sample(exact(VP), VP, jnp.zeros(2), churn=1.0), "key"),
+    (
+        lambda: scorax.edm_sample(
+            exact(VP), VP, jnp.zeros(2), churn=-1.0, key=jr.key(0)
+        ),
+        "churn",
+    ),
+    (lambda: scorax.edm_sample(exact(VP), VP, jnp.zeros(2), rho=0.0), "rho"),
+    (lambda: scorax.edm_sample(exact(VP), scorax.CosinePath(), jnp.zeros(2)), "t_max"),
+]
+
+
+@pytest.mark.parametrize("call, name", BAD_CALLS)
+def test_bad_sampler_arguments_name_the_argument(call, name):
+    with without_runtime_type_checking(), pytest.raises(ValueError, match=f"`{name}`"):
+        call()
+
+
+def nan_below_half(x, t):
+    return jnp.where(t < 0.5, jnp.nan, -x)
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        lambda: scorax.reverse_sde_sample(
+            nan_below_half, VP, jnp.ones(2), key=jr.key(0), num_steps=10
+        ),
+        lambda: scorax.probability_flow_sample(
+            nan_below_half,
+            VP,
+            jnp.ones(2),
+            stepsize_controller=dfx.ConstantStepSize(),
+            num_steps=10,
+        ),
+        lambda: scorax.ddpm_sample(
+            nan_below_half,
+            scorax.DDPMSchedule(num_steps=10, beta_max=5.0),
+            jnp.ones(2),
+            key=jr.key(0),
+        ),
+        lambda: scorax.predictor_corrector_sample(
+            nan_below_half, VP, jnp.ones(2), key=jr.key(0), num_steps=10
+        ),
+        lambda: scorax.edm_sample(nan_below_half, VP, jnp.ones(2), num_steps=4),
+    ],
+)
+def test_a_nan_mid_solve_is_reported(sampler):
+    with pytest.raises(RUNTIME_ERRORS, match="non-finite"):
+        jax.block_until_ready(sampler())
+    with pytest.raises(RUNTIME_ERRORS, match="non-finite"):
+        jax.block_until_ready(jax.jit(sampler)())
+
+
+def test_an_adaptive_solve_that_runs_out_of_steps_is_an_error():
+    with pytest.raises(RUNTIME_ERRORS, match="max"):
+        scorax.probability_flow_sample(
+            exact(VP),
+            VP,
+            jnp.ones(2),
+            max_steps=2,
+            stepsize_controller=dfx.PIDController(rtol=1e-10, atol=1e-10),
+        )
