@@ -1,6 +1,8 @@
 r"""Exact log-likelihoods through the probability-flow ODE."""
 
+import functools
 import math
+from collections.abc import Callable
 
 import diffrax as dfx
 import equinox as eqx
@@ -150,23 +152,16 @@ def log_likelihood(
         )
 
     if key is None:
-
-        def drift(s, state):
-            y, _ = state
-            return value_and_exact_trace(
-                lambda y: velocity(s, y), y, chunk_size=chunk_size
-            )
-
+        divergence = functools.partial(value_and_exact_trace, chunk_size=chunk_size)
         delta0 = jnp.zeros((), x.dtype)
     else:
         probes = sample_probes(key, x.shape, num_probes, probe, x.dtype)
-
-        def drift(s, state):
-            y, _ = state
-            value, jvp = jax.linearize(lambda y: velocity(s, y), y)
-            return value, quadratic_forms(jvp, probes)
-
+        divergence = functools.partial(_probe_quadratic_forms, probes=probes)
         delta0 = jnp.zeros((num_probes,), x.dtype)
+
+    def drift(s, state):
+        y, _ = state
+        return divergence(lambda y: velocity(s, y), y)
 
     (latent, deltas), _, evaluations = solve(
         drift,
@@ -193,6 +188,14 @@ def log_likelihood(
         prior_log_prob=prior,
         num_evaluations=evaluations,
     )
+
+
+def _probe_quadratic_forms(
+    fn: Callable[[Array], Array], y: Array, *, probes: Array
+) -> tuple[Array, Array]:
+    """`fn(y)` and v^T (d fn) v for each fixed probe v: one linearisation."""
+    value, jvp = jax.linearize(fn, y)
+    return value, quadratic_forms(jvp, probes)
 
 
 def bits_per_dim(

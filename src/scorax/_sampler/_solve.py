@@ -83,7 +83,7 @@ def brownian_motion(
 
 
 def additive_noise(
-    diffusion: Callable[[Array], Array], brownian: dfx.AbstractBrownianPath
+    diffusion: Callable[..., Array], brownian: dfx.AbstractBrownianPath
 ) -> dfx.ControlTerm:
     """The term $g(t)\\,\\mathrm{d}w$ with scalar $g$, acting entrywise."""
     return dfx.ControlTerm(
@@ -93,7 +93,7 @@ def additive_noise(
 
 
 def solve(
-    drift: Callable[[Array, PyTree], PyTree],
+    drift: Callable[..., PyTree],
     y0: PyTree,
     span: Array,
     *,
@@ -101,7 +101,7 @@ def solve(
     controller: dfx.AbstractStepSizeController,
     num_steps: int,
     max_steps: int,
-    diffusion: Callable[[Array], Array] | None = None,
+    diffusion: Callable[..., Array] | None = None,
     brownian: dfx.AbstractBrownianPath | None = None,
     save: bool = False,
 ) -> tuple[PyTree, PyTree | None, Int[Array, ""]]:
