@@ -18,14 +18,15 @@ from typing import Any
 
 import jax
 
-from . import fit, mixture, objectives
-from ._harness import Benchmark, Measurement
+from . import fit, mixture, objectives, samplers
+from ._harness import Benchmark
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mixture": mixture.run,
     "objectives": objectives.run,
     "fit": fit.run,
+    "samplers": samplers.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")
@@ -80,7 +81,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def to_markdown(header: dict[str, Any], results: dict[str, list[Measurement]]) -> str:
+def to_markdown(header: dict[str, Any], results: dict[str, list[Any]]) -> str:
     info = header["info"]
     lines = [
         f"# Benchmarks: `{header['machine']}`",
@@ -97,6 +98,10 @@ def to_markdown(header: dict[str, Any], results: dict[str, list[Measurement]]) -
         "reference median: below 1 means the candidate is faster.",
     ]
     for name, measurements in results.items():
+        if measurements and isinstance(measurements[0], samplers.Accuracy):
+            lines += ["", f"## {name}", "", samplers.MARKDOWN_HEADER]
+            lines += [row.markdown_row(name) for row in measurements]
+            continue
         lines += [
             "",
             f"## {name}",

@@ -56,7 +56,9 @@ class Measurement:
         return {**dataclasses.asdict(self), "ratio": self.ratio}
 
 
-Benchmark = Callable[..., list[Measurement]]  # called as `benchmark(quick=...)`
+# Called as `benchmark(quick=...)`; rows are Measurements, or any record with a
+# `to_json` method and its own markdown rendering (see `samplers.Accuracy`).
+Benchmark = Callable[..., list[Any]]
 
 
 def time_callable(
