@@ -44,7 +44,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site, with KaTeX served from the site itself."""
+    """Build the documentation site, with KaTeX served from the site itself, and
+    check in headless Chromium that its maths renders (needs npm and Chromium)."""
     npm = shutil.which("npm")
     if npm is None:
         session.error(
@@ -70,6 +71,9 @@ def docs(session: nox.Session) -> None:
     # Material for MkDocs prints a banner about MkDocs 2.0 on every build.
     env = {"NO_MKDOCS_2_WARNING": "1"}
     session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+    # Open the built pages in headless Chromium: the maths must have rendered
+    # (screenshots land in site/_screenshots/ for a person to look at).
+    session.run("python", "docs/_tools/check_render.py", "site")
 
 
 def _vendor_katex(dist: pathlib.Path, vendor: pathlib.Path) -> None:
