@@ -85,8 +85,8 @@ def reverse_sde_sample(
     integrated in the reversed time $\tau = t_\text{max} - t$, forward, so any
     Diffrax SDE solver and Brownian motion apply. The noise is additive (it does
     not depend on $x$), so Itô and Stratonovich solvers agree and the additive-noise
-    methods (`diffrax.SEA`, `diffrax.ShARK`, `diffrax.SRA1`) reach strong order
-    1.5. Brownian motion is chosen to suit: exact increments
+    methods `diffrax.ShARK` and `diffrax.SRA1` reach strong order 1.5
+    (`diffrax.SEA`: order 1 with one drift evaluation per step). Brownian motion is chosen to suit: exact increments
     (`diffrax.UnsafeBrownianPath`) with `ConstantStepSize`, a
     `diffrax.VirtualBrownianTree` with an adaptive controller, with the Lévy area
     the solver needs.
