@@ -20,10 +20,13 @@ KATEX_VENDOR = ROOT / "docs" / "_static" / "vendor" / "katex"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite; extra arguments go to pytest."""
+    """Run the test suite, one worker per CPU core (pytest-xdist); extra
+    arguments go to pytest and replace `-n auto`."""
     # `plots` too, so the tests of the demo command can draw its figures.
     session.install("-e", ".[test,plots]")
-    session.run("pytest", *session.posargs)
+    # Most tests are bound by Python dispatch and compilation, one core each:
+    # on two cores, two workers halve the wall time.
+    session.run("pytest", *(session.posargs or ["-n", "auto"]))
 
 
 @nox.session

@@ -3,6 +3,8 @@
 import ast
 import pathlib
 import re
+import subprocess
+import sys
 
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -18,3 +20,19 @@ def test_every_identity_names_an_existing_test():
             node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
         }
         assert name in names, f"docs/identities.md names {path}::{name}, not found"
+
+
+def test_the_home_page_example_runs(tmp_path):
+    """The first Python block of docs/index.md runs as written and prints a
+    finite distance."""
+    page = (ROOT / "docs" / "index.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.DOTALL)
+    assert code is not None
+    script = tmp_path / "example.py"
+    script.write_text(code.group(1))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    distance = float(done.stdout.strip().splitlines()[-1].split(":")[-1])
+    assert 0 < distance < 1
