@@ -664,6 +664,10 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     from . import __version__
 
     start = time.perf_counter()
+    if options.plots:  # fail before training, not after, if matplotlib is missing
+        from ._cli_plots import _pyplot
+
+        _pyplot()
     log = _Log(options.quiet)
     output = pathlib.Path(options.output)
     output.mkdir(parents=True, exist_ok=True)
