@@ -579,7 +579,7 @@ def draw_samples(
 
     result = run(model, starts, keys)
     samples = jax.block_until_ready(result.sample)
-    return samples, float(jnp.mean(result.num_evaluations.astype(jnp.float32)))
+    return samples, float(np.mean(np.asarray(result.num_evaluations, np.float64)))
 
 
 def noise_to_signal_time(path: AbstractGaussianPath, ratio: float) -> float:
