@@ -17,7 +17,7 @@ from ._parameterisation import (
     NoisePrediction,
     VelocityPrediction,
 )
-from ._path import AbstractGaussianPath
+from ._path import AbstractGaussianPath, isotropic_gaussian_log_prob
 from ._sampler._common import (
     check_finite,
     check_model,
@@ -172,10 +172,7 @@ def log_likelihood(
         num_steps=num_steps,
         max_steps=max_steps,
     )
-    sigma = path.sigma(jnp.asarray(t_max, x.dtype))
-    prior = -0.5 * (
-        jnp.sum((latent / sigma) ** 2) + x.size * jnp.log(2 * math.pi * sigma**2)
-    )
+    prior = isotropic_gaussian_log_prob(latent, path.sigma(jnp.asarray(t_max, x.dtype)))
     if key is None:
         estimate, error = deltas, jnp.zeros_like(deltas)
     else:

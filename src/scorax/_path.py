@@ -29,6 +29,13 @@ def _ordered(low: RealScalarLike, high: RealScalarLike, low_name: str, high_name
         )
 
 
+def isotropic_gaussian_log_prob(
+    x: Float[Array, "*shape"], sigma: FloatScalar
+) -> FloatScalar:
+    r"""$\log \mathcal{N}(x; 0, \sigma^2 I)$, summed over all entries of `x`."""
+    return -0.5 * (jnp.sum((x / sigma) ** 2) + x.size * jnp.log(2 * jnp.pi * sigma**2))
+
+
 class AbstractGaussianPath(eqx.Module):
     r"""A Gaussian probability path between data ($t = 0$) and noise ($t = 1$).
 
@@ -189,10 +196,7 @@ class AbstractGaussianPath(eqx.Module):
     def prior_log_prob(self, x: Float[Array, "*shape"]) -> FloatScalar:
         r"""The log density of [`prior_sample`][scorax.AbstractGaussianPath.prior_sample]'s
         distribution, $\log \mathcal{N}(x; 0, \sigma(1)^2 I)$, summed over all entries."""
-        sigma = self.sigma(1.0)
-        return -0.5 * (
-            jnp.sum((x / sigma) ** 2) + x.size * jnp.log(2 * jnp.pi * sigma**2)
-        )
+        return isotropic_gaussian_log_prob(x, self.sigma(1.0))
 
     def _diverges(self, what: str) -> str:
         return (

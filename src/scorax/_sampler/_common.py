@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check, check_count
+from .._misc import check
 from .._parameterisation import AbstractParameterisation, convert
 from .._path import AbstractGaussianPath
 
@@ -61,10 +61,6 @@ def check_time_range(t_min: float, t_max: float = 1.0) -> None:
         raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
     if not t_min < t_max <= 1:
         raise ValueError(f"`t_max` must lie in (t_min, 1] = ({t_min}, 1], got {t_max}.")
-
-
-def check_steps(num_steps: object, name: str = "num_steps") -> None:
-    check_count(num_steps, name)
 
 
 def check_model(model: Callable, x: Array, *args: Array) -> None:

@@ -9,13 +9,12 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._custom_types import RealScalarLike
-from .._misc import check_choice, is_concrete
+from .._misc import check_choice, check_count, is_concrete
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
 from ._common import (
     check_finite,
     check_model,
-    check_steps,
     Model,
     num_evaluations,
     predict,
@@ -176,7 +175,7 @@ def ddim_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= S$.
     """
     num_steps = schedule.num_steps if num_steps is None else num_steps
-    check_steps(num_steps)
+    check_count(num_steps, "num_steps")
     if num_steps > schedule.num_steps:
         raise ValueError(
             f"`num_steps` must be at most the schedule's num_steps = "

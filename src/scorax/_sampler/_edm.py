@@ -6,7 +6,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import RealScalarLike
-from .._misc import is_concrete
+from .._misc import check_count, is_concrete
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -17,7 +17,6 @@ from ._common import (
     check_finite,
     check_model,
     check_positive,
-    check_steps,
     check_time_range,
     Model,
     num_evaluations,
@@ -112,7 +111,7 @@ def edm_sample(
 
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= 2N - 1$.
     """
-    check_steps(num_steps)
+    check_count(num_steps, "num_steps")
     check_time_range(t_min, t_max)
     rho = check_positive(rho, "rho").astype(x.dtype)
     if is_concrete(churn) and not float(churn) >= 0:

@@ -8,7 +8,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import RealScalarLike
-from .._misc import is_concrete
+from .._misc import check_count, is_concrete
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -20,7 +20,6 @@ from ._common import (
     check_finite,
     check_model,
     check_positive,
-    check_steps,
     check_time_range,
     Model,
     num_evaluations,
@@ -85,7 +84,7 @@ def langevin(
 
     A [`SampleResult`][scorax.SampleResult] with $x_K$ and `num_evaluations` $= K$.
     """
-    check_steps(num_steps)
+    check_count(num_steps, "num_steps")
     step_size = check_positive(step_size, "step_size").astype(x.dtype)
     check_model(score_fn, x)
 
@@ -165,7 +164,7 @@ def annealed_langevin(
     """
     _check_sigmas(sigmas)
     sigmas = sigmas.astype(x.dtype)
-    check_steps(steps_per_level, "steps_per_level")
+    check_count(steps_per_level, "steps_per_level")
     step_size = check_positive(step_size, "step_size").astype(x.dtype)
     check_model(model, x, sigmas[0])
     levels = jnp.repeat(sigmas, steps_per_level)
@@ -261,7 +260,7 @@ def predictor_corrector_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` is
     $N(1 + \text{corrector\_steps})$, plus one with `denoise`.
     """
-    check_steps(num_steps)
+    check_count(num_steps, "num_steps")
     if (
         isinstance(corrector_steps, bool)
         or not isinstance(corrector_steps, int)

@@ -1,6 +1,8 @@
 r"""Sampling by integrating the reverse-time SDE or the probability-flow ODE of a
 Gaussian path with Diffrax."""
 
+from collections.abc import Callable
+
 import diffrax as dfx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -24,22 +26,49 @@ from ._common import (
 from ._solve import brownian_motion, check_solver_options, solve
 
 
-def _finish(
+def _integrate_backwards(
     model: Model,
     path: AbstractGaussianPath,
-    parameterisation: AbstractParameterisation,
-    start: Float[Array, "*shape"],
-    final: Float[Array, "*shape"],
-    states: Float[Array, " num *shape"] | None,
-    evaluations: Array,
+    x: Float[Array, "*shape"],
+    drift: Callable[[Array, Array], Array],
     *,
+    diffusion: Callable[[Array], Array] | None = None,
+    key: PRNGKeyArray | None = None,
+    solver: dfx.AbstractSolver,
+    stepsize_controller: dfx.AbstractStepSizeController,
+    num_steps: int,
+    max_steps: int,
     t_min: float,
     t_max: float,
+    parameterisation: AbstractParameterisation,
     denoise: bool,
+    trajectory: bool,
     name: str,
 ) -> SampleResult:
-    """Shared ending of the samplers that run from `t_max` down to `t_min`: the
-    optional Tweedie step, the finiteness check and the result."""
+    """What the reverse SDE and the probability-flow ODE share: the checks, the
+    Diffrax solve in reversed time tau = t_max - t (with Brownian motion when a
+    `diffusion` is given), the optional Tweedie step and the finiteness check."""
+    check_time_range(t_min, t_max)
+    check_solver_options(solver, num_steps, max_steps)
+    check_model(model, x, jnp.asarray(t_max, x.dtype))
+    brownian = None
+    if diffusion is not None:
+        assert key is not None
+        brownian = brownian_motion(
+            solver, stepsize_controller, t_max - t_min, num_steps, x, key
+        )
+    final, states, evaluations = solve(
+        drift,
+        x,
+        jnp.asarray(t_max - t_min, x.dtype),
+        solver=solver,
+        controller=stepsize_controller,
+        num_steps=num_steps,
+        max_steps=max_steps,
+        diffusion=diffusion,
+        brownian=brownian,
+        save=trajectory,
+    )
     if denoise:
         t = jnp.asarray(t_min, final.dtype)
         final = predict(
@@ -47,7 +76,7 @@ def _finish(
         )
     times = None
     if states is not None:
-        times = jnp.linspace(t_max, t_min, states.shape[0], dtype=start.dtype)
+        times = jnp.linspace(t_max, t_min, states.shape[0], dtype=x.dtype)
     return SampleResult(
         sample=check_finite(final, name),
         num_evaluations=evaluations + int(denoise),
@@ -120,48 +149,33 @@ def reverse_sde_sample(
     A [`SampleResult`][scorax.SampleResult]. `num_evaluations` counts the drift
     evaluations the solver made, rejected steps included.
     """
-    check_time_range(t_min, t_max)
-    check_solver_options(solver, num_steps, max_steps)
-    check_model(model, x, jnp.asarray(t_max, x.dtype))
-    span = jnp.asarray(t_max - t_min, x.dtype)
 
     def drift(tau, y):
         t = t_max - tau
         score = predict(
             model, path, y, t, source=parameterisation, target=ScorePrediction()
         )
-        f = path.alpha_derivative(t) / path.alpha(t)
-        return path.diffusion_squared(t) * score - f * y
+        return path.diffusion_squared(t) * score - path.drift(y, t)
 
     def diffusion(tau):
         return jnp.sqrt(path.diffusion_squared(t_max - tau))
 
-    brownian = brownian_motion(
-        solver, stepsize_controller, t_max - t_min, num_steps, x, key
-    )
-    final, states, evaluations = solve(
-        drift,
-        x,
-        span,
-        solver=solver,
-        controller=stepsize_controller,
-        num_steps=num_steps,
-        max_steps=max_steps,
-        diffusion=diffusion,
-        brownian=brownian,
-        save=trajectory,
-    )
-    return _finish(
+    return _integrate_backwards(
         model,
         path,
-        parameterisation,
         x,
-        final,
-        states,
-        evaluations,
+        drift,
+        diffusion=diffusion,
+        key=key,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        num_steps=num_steps,
+        max_steps=max_steps,
         t_min=t_min,
         t_max=t_max,
+        parameterisation=parameterisation,
         denoise=denoise,
+        trajectory=trajectory,
         name="reverse_sde_sample",
     )
 
@@ -214,10 +228,6 @@ def probability_flow_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` counts the
     vector-field evaluations, rejected steps included.
     """
-    check_time_range(t_min, t_max)
-    check_solver_options(solver, num_steps, max_steps)
-    check_model(model, x, jnp.asarray(t_max, x.dtype))
-    span = jnp.asarray(t_max - t_min, x.dtype)
 
     def drift(tau, y):
         t = t_max - tau
@@ -225,26 +235,19 @@ def probability_flow_sample(
             model, path, y, t, source=parameterisation, target=VelocityPrediction()
         )
 
-    final, states, evaluations = solve(
-        drift,
-        x,
-        span,
-        solver=solver,
-        controller=stepsize_controller,
-        num_steps=num_steps,
-        max_steps=max_steps,
-        save=trajectory,
-    )
-    return _finish(
+    return _integrate_backwards(
         model,
         path,
-        parameterisation,
         x,
-        final,
-        states,
-        evaluations,
+        drift,
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        num_steps=num_steps,
+        max_steps=max_steps,
         t_min=t_min,
         t_max=t_max,
+        parameterisation=parameterisation,
         denoise=denoise,
+        trajectory=trajectory,
         name="probability_flow_sample",
     )
