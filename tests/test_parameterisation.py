@@ -1,5 +1,3 @@
-import itertools
-
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -8,9 +6,9 @@ import pytest
 from hypothesis import given
 
 import scorax
+import scorax.testing
 
 from .helpers import (
-    all_parameterisations,
     assert_allclose,
     interior_times,
     paths,
@@ -19,77 +17,26 @@ from .helpers import (
     RTOL,
     RUNTIME_ERRORS,
     seeds,
-    shapes,
 )
 
 
-pairs = list(itertools.product(all_parameterisations, repeat=2))
+@paths
+@precisions
+def test_built_in_conversions_pass_the_roundtrip_check(path, dtype):
+    """scorax.testing.check_parameterisation_roundtrip: every pair of the four
+    parameterisations converts both ways exactly, and converting what one predicts
+    for (x0, eps) gives what the other predicts: the conditional score
+    -eps / sigma, the noise, x0 and the path velocity alpha' x0 + sigma' eps."""
+    scorax.testing.check_parameterisation_roundtrip(path, dtype=dtype)
 
 
-def _noisy(path, seed, shape, dtype, t):
-    x0 = random_array(seed, shape, dtype)
-    x_t, eps = path.sample(x0, jnp.asarray(t, dtype), key=jr.key(seed + 1))
-    return x0, x_t, eps
+@given(path=scorax.testing.gaussian_paths(), t=scorax.testing.times(near_ends=False))
+def test_random_paths_pass_the_roundtrip_check(path, t):
+    scorax.testing.check_parameterisation_roundtrip(path, times=[t])
 
 
 def _scale(*arrays):
     return max(float(np.abs(a).max(initial=0.0)) for a in arrays) + 1.0
-
-
-@paths
-@precisions
-@pytest.mark.parametrize(
-    "source,target",
-    pairs,
-    ids=[f"{type(a).__name__}-{type(b).__name__}" for a, b in pairs],
-)
-@given(t=interior_times, seed=seeds, shape=shapes)
-def test_conversions_round_trip(path, dtype, source, target, t, seed, shape):
-    """convert(convert(m, source -> target), target -> source) = m."""
-    _, x_t, value = _noisy(path, seed, shape, dtype, t)
-    t = jnp.asarray(t, dtype)
-    there = scorax.convert(path, value, x_t, t, source=source, target=target)
-    back = scorax.convert(path, there, x_t, t, source=target, target=source)
-    assert there.dtype == back.dtype == dtype and back.shape == shape
-    # Each conversion is one affine map; its rounding is relative to the largest
-    # term involved (x_t scaled by the coefficient, or the value).
-    scale = _scale(x_t, value, there)
-    assert_allclose(back, value, rtol=0, atol=100 * RTOL[dtype] * scale)
-
-
-@paths
-@precisions
-@given(t=interior_times, seed=seeds, shape=shapes)
-def test_each_parameterisation_of_the_truth_is_its_regression_target(
-    path, dtype, t, seed, shape
-):
-    """Converting the true noise gives the conditional score -eps / sigma, the true
-    x0, and the path velocity alpha' x0 + sigma' eps = d x_t / dt."""
-    x0, x_t, eps = _noisy(path, seed, shape, dtype, t)
-    t = jnp.asarray(t, dtype)
-    noise = scorax.NoisePrediction()
-
-    def from_noise(target):
-        return scorax.convert(path, eps, x_t, t, source=noise, target=target)
-
-    score = from_noise(scorax.ScorePrediction())
-    atol = 100 * RTOL[dtype] * _scale(score)
-    assert_allclose(score, path.conditional_score(x_t, x0, t), rtol=0, atol=atol)
-    atol = 100 * RTOL[dtype] * _scale(x0, x_t) / float(path.alpha(t))
-    assert_allclose(from_noise(scorax.DataPrediction()), x0, rtol=0, atol=atol)
-
-    # The velocity is the time derivative of t -> alpha(t) x0 + sigma(t) eps,
-    # taken by autodiff in float64.
-    def along_path(s):
-        return path.alpha(s) * x0.astype(jnp.float64) + path.sigma(s) * eps.astype(
-            jnp.float64
-        )
-
-    t64 = jnp.asarray(t, jnp.float64)
-    _, velocity = jax.jvp(along_path, (t64,), (jnp.ones_like(t64),))
-    converted = from_noise(scorax.VelocityPrediction())
-    atol = 100 * RTOL[dtype] * _scale(velocity, x_t * path.drift(jnp.ones(()), t))
-    assert_allclose(converted, velocity, rtol=0, atol=atol)
 
 
 @paths

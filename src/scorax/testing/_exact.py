@@ -1,0 +1,47 @@
+"""The exact model: a Gaussian mixture's diffused score, read in any
+parameterisation."""
+
+import equinox as eqx
+from jaxtyping import Array, Float
+
+from .._custom_types import RealScalarLike
+from .._mixture import GaussianMixture
+from .._parameterisation import AbstractParameterisation, convert, ScorePrediction
+from .._path import AbstractGaussianPath
+
+
+class ExactModel(eqx.Module):
+    r"""The exact diffused score of a [`GaussianMixture`][scorax.GaussianMixture],
+    as a model `model(x_t, t)` in any parameterisation: the oracle a sampler, a
+    loss or a likelihood is checked with.
+
+    $$m(x_t, t) = \operatorname{convert}\left(\nabla \log p_t(x_t)\right), \qquad
+    p_t = \text{mixture.marginal(path, t)},$$
+
+    where `convert` is [`scorax.convert`][scorax.convert] from
+    [`ScorePrediction`][scorax.ScorePrediction] to `parameterisation`. It is an
+    Equinox module, so a jitted sampler sees the mixture as data and does not
+    recompile for a new one.
+
+    **Arguments:**
+
+    - `mixture`: the data distribution at $t = 0$.
+    - `path`: the Gaussian path that diffuses it.
+    - `parameterisation`: what the model predicts; default `ScorePrediction()`.
+    """
+
+    mixture: GaussianMixture
+    path: AbstractGaussianPath
+    parameterisation: AbstractParameterisation = ScorePrediction()
+
+    def __call__(self, x: Float[Array, " d"], t: RealScalarLike) -> Float[Array, " d"]:
+        """The exact prediction at `(x, t)`, shaped like `x`."""
+        score = self.mixture.marginal(self.path, t).score(x)
+        return convert(
+            self.path,
+            score,
+            x,
+            t,
+            source=ScorePrediction(),
+            target=self.parameterisation,
+        )
