@@ -5,6 +5,7 @@ from typing import Literal, TypeAlias
 
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
@@ -105,7 +106,9 @@ def ncsn_loss(
     - `weighting`: `"noise"` for $\lambda = \sigma^2$, `"uniform"` for $\lambda = 1$.
     """
     check_choice(weighting, "weighting", ("noise", "uniform"))
-    if is_concrete(sigmas) and not bool(jnp.all(sigmas > 0)):
+    # NumPy, not jnp: under jit a closed-over concrete array stays concrete, but a
+    # jnp comparison of it would be staged into the trace.
+    if is_concrete(sigmas) and not np.all(np.asarray(sigmas) > 0):
         raise ValueError("`sigmas` must all be > 0.")
     level_key, noise_key = jr.split(key)
     sigma = sigmas[jr.randint(level_key, (), 0, sigmas.shape[0])].astype(x.dtype)
