@@ -13,6 +13,7 @@ import pytest
 from hypothesis import strategies as st
 
 import scorax
+import scorax.testing
 
 
 all_paths = (
@@ -66,10 +67,9 @@ def dtype_name(dtype) -> str:
     return jnp.dtype(dtype).name
 
 
-# Times strictly inside (0, 1): every path is smooth and non-singular there.
-interior_times = st.floats(0.02, 0.98)
-# Times close to either end, where cancellation would show.
-near_end_times = st.floats(1e-8, 0.02) | st.floats(0.98, 1 - 1e-7)
+# Times strictly inside (0, 1), where every path is smooth and non-singular
+# (scorax.testing.times() also draws close to the ends).
+interior_times = scorax.testing.times(min_value=0.02, max_value=0.98, near_ends=False)
 shapes = st.sampled_from([(), (3,), (2, 4)])  # a small set: JAX recompiles per shape
 seeds = st.integers(0, 2**31 - 1)
 
@@ -106,28 +106,6 @@ def without_runtime_type_checking():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", False)
-
-
-class ExactModel(eqx.Module):
-    """The exact diffused score of a Gaussian mixture, read in any
-    parameterisation: the oracle every sampler and likelihood is checked with.
-    A module, so that jitted callers see the mixture as data and do not
-    recompile for a new one."""
-
-    mixture: scorax.GaussianMixture
-    path: scorax.AbstractGaussianPath
-    parameterisation: scorax.AbstractParameterisation = scorax.ScorePrediction()
-
-    def __call__(self, x, t):
-        score = self.mixture.marginal(self.path, t).score(x)
-        return scorax.convert(
-            self.path,
-            score,
-            x,
-            t,
-            source=scorax.ScorePrediction(),
-            target=self.parameterisation,
-        )
 
 
 def counting(fn):

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, strategies as st
 
 import scorax
+import scorax.testing
 
 from .helpers import (
     assert_allclose,
     counting,
-    ExactModel,
     random_mixture,
     RUNTIME_ERRORS,
     seeds,
@@ -31,7 +31,9 @@ NUM = 1000  # samples per statistical test
 
 
 def exact(path, parameterisation=None, mixture=MIXTURE):
-    return ExactModel(mixture, path, parameterisation or scorax.ScorePrediction())
+    return scorax.testing.ExactModel(
+        mixture, path, parameterisation or scorax.ScorePrediction()
+    )
 
 
 def ncsn_model(x, sigma):
@@ -365,7 +367,7 @@ def test_probability_flow_is_the_exact_gaussian_transport_map(
     path, t_max = FLOW_PATHS[name]
     mixture = random_mixture(seed, 1, 3, jnp.float64)
     x = path.sigma(t_max) * jr.normal(jr.key(seed + 1), (3,))
-    result = flow(ExactModel(mixture, path, parameterisation), x, t_max)
+    result = flow(scorax.testing.ExactModel(mixture, path, parameterisation), x, t_max)
     expected = gaussian_flow_map(
         mixture.means[0], mixture.covs[0], path, x, t_max, 1e-3
     )
