@@ -40,8 +40,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check `src` with pyright (configured in pyproject.toml)."""
-    # Every optional extra too, so pyright resolves matplotlib and scikit-learn.
-    session.install("-e", ".[lint,plots,data]")
+    # Every optional extra too, so pyright resolves matplotlib, scikit-learn and
+    # Hypothesis (scorax.testing).
+    session.install("-e", ".[lint,plots,data,testing]")
     session.run("pyright", *session.posargs)
 
 

@@ -36,3 +36,19 @@ def test_the_home_page_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     distance = float(done.stdout.strip().splitlines()[-1].split(":")[-1])
     assert 0 < distance < 1
+
+
+def test_the_verify_page_runs_and_its_reports_are_what_it_prints(tmp_path):
+    """docs/verify.md: its Python blocks run in order as one script, and every
+    report the page shows (its text blocks) is printed word for word."""
+    page = (ROOT / "docs" / "verify.md").read_text()
+    script = tmp_path / "verify.py"
+    script.write_text("\n".join(re.findall(r"```python\n(.*?)```", page, re.DOTALL)))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr
+    reports = re.findall(r"```text\n(.*?)```", page, re.DOTALL)
+    assert len(reports) == 2
+    for report in reports:
+        assert report.strip() in done.stdout, (report, done.stdout)

@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 import scorax
+import scorax.testing
 
 
 DOCS = pathlib.Path(__file__).parent.parent / "docs" / "api"
@@ -68,3 +69,19 @@ def test_data_sets_are_documented_and_listed(name):
     assert f"- {name}\n" in page
     doc = getattr(scorax.datasets, name).__doc__
     assert doc and doc.strip()
+
+
+@pytest.mark.parametrize("name", scorax.testing.__all__)
+def test_testing_kit_names_are_documented_annotated_and_on_the_api_page(name):
+    page = (DOCS / "testing.md").read_text()
+    assert f"::: scorax.testing.{name}\n" in page
+    value = getattr(scorax.testing, name)
+    assert value.__doc__ and value.__doc__.strip()
+    functions = [value] if inspect.isfunction(value) else []
+    for function in functions:
+        signature = inspect.signature(function)
+        for parameter in signature.parameters.values():
+            assert parameter.annotation is not inspect.Parameter.empty, (
+                f"scorax.testing.{name}: `{parameter.name}` is not annotated"
+            )
+        assert signature.return_annotation is not inspect.Signature.empty

@@ -574,8 +574,8 @@ def check_parameterisation_roundtrip(
     # first one with a definition (convert composes exactly, so this covers all
     # pairs of them).
     defined = [p for p in chosen if type(p) in known]
-    anchor = defined[0] if defined else None
-    meanings = [(anchor, p) for p in defined[1:]] + [(p, anchor) for p in defined[1:]]
+    meanings = [(defined[0], p) for p in defined[1:]]
+    meanings += [(p, defined[0]) for p in defined[1:]]
     try:
         v = jax.tree.map(
             lambda a: np.asarray(a, np.float64),

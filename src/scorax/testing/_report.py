@@ -3,9 +3,8 @@
 from collections.abc import Sequence
 from typing import NoReturn
 
-import jax.numpy as jnp
 import numpy as np
-from jaxtyping import ArrayLike
+from jaxtyping import ArrayLike, DTypeLike
 
 
 # Identities that hold exactly in real arithmetic are checked to ULPS units in the
@@ -16,9 +15,9 @@ from jaxtyping import ArrayLike
 ULPS = 1000
 
 
-def relative_tolerance(dtype: object) -> float:
+def relative_tolerance(dtype: DTypeLike) -> float:
     """`ULPS` units in the last place of a floating dtype."""
-    return ULPS * float(jnp.finfo(jnp.dtype(dtype)).eps)  # pyright: ignore[reportArgumentType]
+    return ULPS * float(np.finfo(np.dtype(dtype)).eps)
 
 
 def fail(check: str, identity: str, details: Sequence[tuple[str, str]]) -> NoReturn:
