@@ -13,14 +13,14 @@ import jax.random as jr
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Shaped
 from tqdm.auto import tqdm
 
 from ._custom_types import FloatScalar
 from ._misc import check_count
 
 
-LossFn = Callable[[Any, Float[Array, "*shape"], PRNGKeyArray], FloatScalar]
+LossFn = Callable[[Any, PyTree, PRNGKeyArray], FloatScalar]
 
 
 class FitResult(eqx.Module):
@@ -78,7 +78,7 @@ def _load(path: pathlib.Path, like: PyTree) -> tuple[PyTree, np.ndarray]:
 def _run_chunk(
     length: int,
     state: dict[str, Any],
-    data: Array,
+    data: PyTree,
     key: PRNGKeyArray,
     static: Any,
     loss_fn: LossFn,
@@ -97,8 +97,12 @@ def _run_chunk(
 
     def one_step(state, step):
         index_key, loss_key = jr.split(jr.fold_in(key, step))
-        indices = jr.randint(index_key, (batch_size,), 0, data.shape[0])
-        batch = jax.lax.with_sharding_constraint(data[indices], split_batch)
+        num_samples = jax.tree.leaves(data)[0].shape[0]
+        indices = jr.randint(index_key, (batch_size,), 0, num_samples)
+        batch = jax.tree.map(
+            lambda leaf: jax.lax.with_sharding_constraint(leaf[indices], split_batch),
+            data,
+        )
         keys = jr.split(loss_key, batch_size)
         loss, grads = jax.value_and_grad(batch_loss)(state["params"], batch, keys)
         updates, opt_state = optimizer.update(
@@ -120,10 +124,34 @@ def _run_chunk(
     return jax.lax.scan(one_step, state, steps)
 
 
+def _check_data(data: PyTree) -> tuple[PyTree, int]:
+    """The data as a PyTree of JAX arrays with a common leading axis, all finite
+    where floating, and that axis's length."""
+    data = jax.tree.map(jnp.asarray, data)
+    leaves = jax.tree.leaves(data)
+    if not leaves or any(leaf.ndim == 0 for leaf in leaves):
+        raise ValueError(
+            "`data` must be an array, or a PyTree of arrays, with samples along the "
+            "first axis."
+        )
+    lengths = {leaf.shape[0] for leaf in leaves}
+    if len(lengths) != 1:
+        shapes = [leaf.shape for leaf in leaves]
+        raise ValueError(
+            "`data`: every array must have the same number of samples along its "
+            f"first axis, got shapes {shapes}."
+        )
+    for leaf in leaves:
+        inexact = jnp.issubdtype(leaf.dtype, jnp.inexact)
+        if inexact and not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError("`data` must be finite; it contains NaN or inf.")
+    return data, lengths.pop()
+
+
 def fit(
     model: Any,
     loss_fn: LossFn,
-    data: Float[Array, " n *shape"],
+    data: PyTree[Shaped[ArrayLike, " n ..."]],
     *,
     optimizer: optax.GradientTransformation,
     num_steps: int,
@@ -151,8 +179,12 @@ def fit(
 
     - `model`: an Equinox module (or any PyTree); its inexact arrays are trained.
     - `loss_fn`: `loss_fn(model, x, key) -> scalar` for one sample, e.g.
-      `lambda m, x, k: scorax.diffusion_loss(m, path, x, key=k)`.
+      `lambda m, x, k: scorax.diffusion_loss(m, path, x, key=k)`; `x` has the
+      structure of `data`, one sample of each leaf.
     - `data`: the training set, with samples along the first axis; all finite.
+      An array, or any PyTree of arrays with a common first axis, such as
+      labelled data `(x, y)`: a batch takes the same rows of every leaf, and the
+      loss receives one sample of each, `loss_fn(model, (x, y), key)`.
     - `optimizer`: any Optax gradient transformation.
     - `num_steps`: the total number of steps, $\ge 1$.
     - `batch_size`: $1 \le B \le n$; a multiple of the number of devices.
@@ -180,14 +212,12 @@ def fit(
     check_count(num_steps, "num_steps")
     check_count(batch_size, "batch_size")
     check_count(steps_per_chunk, "steps_per_chunk")
-    data = jnp.asarray(data)
-    if batch_size > data.shape[0]:
+    data, num_samples = _check_data(data)
+    if batch_size > num_samples:
         raise ValueError(
-            f"`batch_size` must be at most the number of samples ({data.shape[0]}), "
+            f"`batch_size` must be at most the number of samples ({num_samples}), "
             f"got {batch_size}."
         )
-    if not bool(jnp.all(jnp.isfinite(data))):
-        raise ValueError("`data` must be finite; it contains NaN or inf.")
     if ema_decay is not None and not 0 <= ema_decay < 1:
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     devices = list(jax.devices() if devices is None else devices)
