@@ -7,6 +7,12 @@ hyperparameters are keyword-only.
 
 from . import datasets as datasets
 from ._fit import fit as fit, FitResult as FitResult
+from ._guidance import (
+    classifier_free_guidance as classifier_free_guidance,
+    classifier_guidance as classifier_guidance,
+    inpaint as inpaint,
+    posterior_guidance as posterior_guidance,
+)
 from ._likelihood import (
     bits_per_dim as bits_per_dim,
     LikelihoodResult as LikelihoodResult,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.scipy as jsp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._custom_types import FloatScalar, RealScalarLike
 from ._misc import check, check_time
@@ -140,10 +140,61 @@ class GaussianMixture(eqx.Module):
         _, log_joint = self._whiten(x)
         return jax.nn.softmax(log_joint)
 
-    def score(self, x: Float[Array, " d"]) -> Float[Array, " d"]:
-        r"""The exact score $\nabla_x \log p(x) = -\sum_k r_k(x)\,\Sigma_k^{-1}(x - \mu_k)$."""
+    def log_class_posterior(self, x: Float[Array, " d"]) -> Float[Array, " k"]:
+        r"""The log posterior of the class (the component) given the point,
+
+        $$\log p(y = k \mid x) = \log w_k + \log \mathcal{N}(x; \mu_k, \Sigma_k)
+        - \log p(x),$$
+
+        the exact noise-conditional classifier when taken on
+        [`marginal(path, t)`][scorax.GaussianMixture.marginal]:
+        $\log p_t(y \mid x_t)$, as classifier guidance needs (Dhariwal & Nichol
+        2021). Computed with `log_softmax`, so it stays finite far in the tails.
+        """
+        _, log_joint = self._whiten(x)
+        return jax.nn.log_softmax(log_joint)
+
+    def score(
+        self, x: Float[Array, " d"], y: Int[ArrayLike, ""] | None = None
+    ) -> Float[Array, " d"]:
+        r"""The exact score, of the mixture or of one class.
+
+        $$\nabla_x \log p(x) = -\sum_k r_k(x)\,\Sigma_k^{-1}(x - \mu_k), \qquad
+        \nabla_x \log p(x \mid y) = -\Sigma_y^{-1}(x - \mu_y).$$
+
+        The components are the classes: with a label $y \in \{0, \dots, K-1\}$ this
+        is the conditional score of class $y$; with `y=None` or the null label
+        $y = -1$ (scorax's label for "no class", as in classifier-free training),
+        the unconditional one. By Bayes, $\nabla \log p(x \mid y) = \nabla \log
+        p(x) + \nabla \log p(y \mid x)$.
+        """
         z, log_joint = self._whiten(x)
-        return -jax.nn.softmax(log_joint) @ self._solve_transposed(z)
+        per_component = -self._solve_transposed(z)
+        unconditional = jax.nn.softmax(log_joint) @ per_component
+        if y is None:
+            return unconditional
+        y = jnp.asarray(y)
+        conditional = per_component[jnp.clip(y, 0, self.num_components - 1)]
+        return jnp.where(y < 0, unconditional, conditional)
+
+    def guided_score(
+        self,
+        x: Float[Array, " d"],
+        y: Int[ArrayLike, ""],
+        *,
+        weight: RealScalarLike,
+    ) -> Float[Array, " d"]:
+        r"""The classifier-free guided score of class $y$ at guidance weight $w$
+        (Ho & Salimans 2022),
+
+        $$(1 + w)\, \nabla \log p(x \mid y) - w\, \nabla \log p(x)
+        = \nabla \log p(x) + (1 + w)\, \nabla \log p(y \mid x),$$
+
+        the score of $p(x)\, p(y \mid x)^{1 + w}$ up to normalisation: $w = 0$ is
+        the conditional score, $w > 0$ sharpens the class.
+        """
+        weight = jnp.asarray(weight, x.dtype)
+        return (1 + weight) * self.score(x, y) - weight * self.score(x)
 
     def _solve_transposed(self, z: Float[Array, "k d"]) -> Float[Array, "k d"]:
         """Per component: $L_k^{-T} z_k$, so that $L_k^{-T} L_k^{-1} = \\Sigma_k^{-1}$."""
@@ -161,13 +212,43 @@ class GaussianMixture(eqx.Module):
         - `key`: a JAX PRNG key.
         - `sample_shape`: the leading shape of the draws; `()` gives one point.
         """
+        return self.sample_labelled(key=key, sample_shape=sample_shape)[0]
+
+    def sample_labelled(
+        self, *, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()
+    ) -> tuple[Float[Array, "*sample_shape d"], Int[Array, "*sample_shape"]]:
+        r"""Draw labelled points $(x, y)$: the class $y \sim w$, then
+        $x = \mu_y + L_y \varepsilon$. The points are those of
+        [`sample`][scorax.GaussianMixture.sample] with the same key.
+
+        **Arguments:**
+
+        - `key`: a JAX PRNG key.
+        - `sample_shape`: the leading shape of the draws; `()` gives one pair.
+
+        **Returns:**
+
+        The pair `(x, y)` of points and `int32` labels in $\{0, \dots, K-1\}$.
+        """
         component_key, noise_key = jr.split(key)
         component = jr.categorical(
             component_key, jnp.log(self.weights), shape=sample_shape
         )
         eps = jr.normal(noise_key, (*sample_shape, self.dim), self.means.dtype)
-        return self.means[component] + jnp.einsum(
+        x = self.means[component] + jnp.einsum(
             "...ij,...j->...i", self.scale_tril[component], eps
+        )
+        return x, component.astype(jnp.int32)
+
+    def component(self, y: Int[ArrayLike, ""]) -> "GaussianMixture":
+        r"""Class $y$ alone, $\mathcal{N}(\mu_y, \Sigma_y)$, as a one-component
+        mixture: the data a sampler fed the conditional score of class $y$ should
+        reproduce."""
+        y = jnp.asarray(y)
+        return GaussianMixture(
+            means=self.means[y][None],
+            covs=self.covs[y][None],
+            weights=jnp.ones((1,), self.weights.dtype),
         )
 
     def marginal(
@@ -209,3 +290,69 @@ class GaussianMixture(eqx.Module):
             "kij,kj->ki", self.covs, precision_times_residual
         )
         return jax.nn.softmax(log_joint) @ component_means
+
+    def posterior_log_prob(
+        self,
+        path: AbstractGaussianPath,
+        x_t: Float[Array, " d"],
+        t: RealScalarLike,
+        x0: Float[Array, " d"],
+        mask: Bool[ArrayLike, " d"] | None = None,
+    ) -> FloatScalar:
+        r"""The exact log posterior density of (some coordinates of) the data given
+        the noisy point, $\log p(x_0[\text{mask}] \mid x_t)$, for data from this
+        mixture diffused along `path`.
+
+        Given class $k$, $x_0$ and $x_t = \alpha x_0 + \sigma\varepsilon$ are
+        jointly Gaussian, so $x_0 \mid x_t, k \sim \mathcal{N}(m_k, V_k)$ with
+
+        $$m_k = \mu_k + \alpha \Sigma_k A_k^{-1}(x_t - \alpha \mu_k), \qquad
+        V_k = \Sigma_k - \alpha^2 \Sigma_k A_k^{-1} \Sigma_k, \qquad
+        A_k = \alpha^2 \Sigma_k + \sigma^2 I,$$
+
+        and the masked coordinates of $x_0$ have the marginal of that Gaussian;
+        the classes are weighted by the responsibilities $r^{(t)}_k(x_t)$. This is
+        the exact likelihood of an observation $y = x_0[\text{mask}]$ given $x_t$:
+        its gradient in $x_t$, added to the score, is the exact score of
+        $p_t(x_t \mid y)$, which posterior sampling for inpainting needs (Song et
+        al. 2021; Chung et al. 2023 approximate it for learned models). The mask
+        may be traced.
+
+        **Arguments:**
+
+        - `path`, `t`: the Gaussian path and the time, $\sigma(t) > 0$.
+        - `x_t`: the noisy point.
+        - `x0`: the data point whose masked coordinates are observed (the others
+          are ignored).
+        - `mask`: `True` where a coordinate is observed (default: all).
+        """
+        mask = jnp.ones(self.dim, bool) if mask is None else jnp.asarray(mask, bool)
+        t = check_time(t)
+        # At sigma(t) = 0 the posterior is a point mass: no density.
+        alpha = check(
+            path.alpha(t),
+            path.sigma(t) > 0,
+            "`t`: posterior_log_prob needs sigma(t) > 0 (at sigma = 0 the data is "
+            "known exactly and has no density); use t >= t_min > 0.",
+        )
+        diffused = self.marginal(path, t)
+        _, log_joint = diffused._whiten(x_t)
+        eye = jnp.eye(self.dim, dtype=self.covs.dtype)
+        keep = mask.astype(self.covs.dtype)
+        observed = jnp.outer(keep, keep)
+
+        def log_likelihood(mean, cov, diffused_cov):
+            gain = alpha * jnp.linalg.solve(diffused_cov, cov).T  # alpha Sigma A^-1
+            posterior_mean = mean + gain @ (x_t - alpha * mean)
+            posterior_cov = cov - alpha * gain @ cov
+            # The masked marginal, embedded in d dimensions: identity elsewhere.
+            embedded = observed * posterior_cov + (eye - jnp.diag(keep))
+            residual = keep * (x0 - posterior_mean)
+            tril = jnp.linalg.cholesky(0.5 * (embedded + embedded.T))
+            z = jsp.linalg.solve_triangular(tril, residual, lower=True)
+            log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(tril)))
+            count = jnp.sum(keep)
+            return -0.5 * (z @ z + log_det + count * jnp.log(2 * jnp.pi))
+
+        per_class = jax.vmap(log_likelihood)(self.means, self.covs, diffused.covs)
+        return jax.nn.logsumexp(jax.nn.log_softmax(log_joint) + per_class)

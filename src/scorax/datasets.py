@@ -4,7 +4,9 @@ The 2-D sets are drawn afresh from a key (`num` points, shape `(num, 2)`) and
 scaled to unit order: each docstring states its population mean and variance per
 coordinate, so one choice of noise scales and step sizes suits them all. [`gaussian_mixture`][scorax.datasets.gaussian_mixture]
 is the two-Gaussian mixture of the seed notes, returned as a
-[`GaussianMixture`][scorax.GaussianMixture] with its exact score.
+[`GaussianMixture`][scorax.GaussianMixture] with its exact score; its components
+are its classes ([`sample_labelled`][scorax.GaussianMixture.sample_labelled]).
+`two_moons` and `digits` return labels too with `labels=True`.
 [`digits`][scorax.datasets.digits] loads scikit-learn's bundled 8x8 digits (no
 download; install scikit-learn, e.g. `pip install "scorax[data]"`).
 """
@@ -12,7 +14,7 @@ download; install scikit-learn, e.g. `pip install "scorax[data]"`).
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._misc import check_count
 from ._mixture import GaussianMixture
@@ -34,13 +36,16 @@ def _check_noise(noise: float) -> None:
 
 
 def two_moons(
-    num: int, *, key: PRNGKeyArray, noise: float = 0.05
-) -> Float[Array, "num 2"]:
+    num: int, *, key: PRNGKeyArray, noise: float = 0.05, labels: bool = False
+) -> Float[Array, "num 2"] | tuple[Float[Array, "num 2"], Int[Array, " num"]]:
     r"""Two interleaved half circles (as scikit-learn's `make_moons`), plus
     Gaussian noise of standard deviation `noise`, shifted by $(-\tfrac12, -\tfrac14)$
     and scaled by 2. The population mean is zero; the variances are $3 + 4\,
     \text{noise}^2$ and $2 - 16/\pi^2 + (4/\pi - \tfrac12)^2 + 4\,\text{noise}^2
     \approx 0.98$.
+
+    With `labels=True`, returns `(points, labels)`: label 0 for the upper moon
+    and 1 for the lower one, each with probability one half.
     """
     check_count(num, "num")
     _check_noise(noise)
@@ -50,7 +55,8 @@ def two_moons(
     x = jnp.where(upper, jnp.cos(angle), 1 - jnp.cos(angle))
     y = jnp.where(upper, jnp.sin(angle), 0.5 - jnp.sin(angle))
     points = jnp.stack([x - 0.5, y - 0.25], axis=-1)
-    return 2 * (points + noise * jr.normal(noise_key, (num, 2)))
+    points = 2 * (points + noise * jr.normal(noise_key, (num, 2)))
+    return (points, jnp.where(upper, 0, 1).astype(jnp.int32)) if labels else points
 
 
 def swiss_roll(
@@ -122,10 +128,13 @@ def gaussian_mixture() -> GaussianMixture:
     )
 
 
-def digits() -> Float[Array, "1797 8 8"]:
+def digits(
+    *, labels: bool = False
+) -> Float[Array, "1797 8 8"] | tuple[Float[Array, "1797 8 8"], Int[Array, " 1797"]]:
     r"""scikit-learn's 1,797 handwritten 8x8 digits (bundled with scikit-learn,
     nothing is downloaded), as images with pixel intensities $0, \dots, 16$ mapped
-    linearly to $[-1, 1]$. The labels are not returned.
+    linearly to $[-1, 1]$. With `labels=True`, returns `(images, labels)`, the
+    labels being the digits $0, \dots, 9$.
 
     Needs scikit-learn (`pip install "scorax[data]"`).
     """
@@ -135,6 +144,6 @@ def digits() -> Float[Array, "1797 8 8"]:
         raise ImportError(
             "scorax.datasets.digits needs scikit-learn: pip install 'scorax[data]'"
         ) from error
-    flat = np.asarray(load_digits(return_X_y=True)[0], dtype=np.float32)
-    images = flat.reshape(-1, 8, 8)
-    return jnp.asarray(images / 8 - 1)
+    flat, classes = load_digits(return_X_y=True)
+    images = jnp.asarray(np.asarray(flat, np.float32).reshape(-1, 8, 8) / 8 - 1)
+    return (images, jnp.asarray(classes, jnp.int32)) if labels else images

@@ -6,10 +6,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
 from .._misc import check_count
+from ._label import LabelEmbedding, unconditional
 
 
 class GaussianFourierFeatures(eqx.Module):
@@ -67,12 +68,18 @@ class ScoreMLP(eqx.Module):
     - `num_time_features`: the size of the time embedding.
     - `time_scale`: its frequency scale.
     - `activation`: the hidden activation.
+    - `num_classes`: with $K$ classes, the model is class-conditional,
+      $m_\theta(x, t, y)$: a learned embedding of the label $y \in \{0, \dots,
+      K-1\}$ (or of the null label $y = -1$, "no class", learned too, as
+      classifier-free guidance needs; Ho & Salimans 2022) joins the input.
+      Default `None`: unconditional, exactly as before.
     - `key`: a JAX PRNG key.
     """
 
     shape: tuple[int, ...] = eqx.field(static=True)
     time_features: GaussianFourierFeatures
     mlp: eqx.nn.MLP
+    label_embedding: LabelEmbedding | None
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class ScoreMLP(eqx.Module):
         num_time_features: int = 32,
         time_scale: float = 16.0,
         activation: Callable[[Array], Array] = jax.nn.silu,
+        num_classes: int | None = None,
         key: PRNGKeyArray,
     ):
         check_count(width, "width")
@@ -93,8 +101,16 @@ class ScoreMLP(eqx.Module):
         self.time_features = GaussianFourierFeatures(
             num_time_features, scale=time_scale, key=time_key
         )
+        # The label embedding has a key of its own, so unconditional models keep
+        # their weights.
+        self.label_embedding = (
+            None
+            if num_classes is None
+            else LabelEmbedding(num_classes, num_time_features, key=jr.fold_in(key, 1))
+        )
+        label_size = 0 if num_classes is None else num_time_features
         self.mlp = eqx.nn.MLP(
-            size + num_time_features,
+            size + num_time_features + label_size,
             size,
             width,
             depth,
@@ -103,12 +119,19 @@ class ScoreMLP(eqx.Module):
         )
 
     def __call__(
-        self, x: Float[Array, "*shape"], t: RealScalarLike
+        self,
+        x: Float[Array, "*shape"],
+        t: RealScalarLike,
+        y: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, "*shape"]:
-        features = jnp.concatenate(
-            [x.reshape(-1), self.time_features(t).astype(x.dtype)]
-        )
-        return self.mlp(features).reshape(x.shape).astype(x.dtype)
+        """The output at `(x, t)`, given the label `y` if the model is
+        class-conditional (`None` or -1: no class)."""
+        parts = [x.reshape(-1), self.time_features(t).astype(x.dtype)]
+        if self.label_embedding is None:
+            unconditional(y, "ScoreMLP")
+        else:
+            parts.append(self.label_embedding(y).astype(x.dtype))
+        return self.mlp(jnp.concatenate(parts)).reshape(x.shape).astype(x.dtype)
 
 
 class EnergyMLP(eqx.Module):

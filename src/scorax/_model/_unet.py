@@ -6,9 +6,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._custom_types import RealScalarLike
+from ._label import LabelEmbedding, unconditional
 from ._mlp import GaussianFourierFeatures
 
 
@@ -72,6 +73,10 @@ class UNet(eqx.Module):
       $2^{L-1}$ for $L$ levels.
     - `channels`: the channel count of each level, e.g. `(32, 64)`.
     - `num_time_features`, `time_scale`: the time embedding.
+    - `num_classes`: with $K$ classes, the model is class-conditional,
+      $m_\theta(x, t, y)$: a learned embedding of the label (or of the null label
+      $y = -1$, "no class") is added to the time embedding, as in Dhariwal & Nichol
+      (2021). Default `None`: unconditional, exactly as before.
     - `key`: a JAX PRNG key.
     """
 
@@ -85,6 +90,7 @@ class UNet(eqx.Module):
     up_blocks: list[_Block]
     head_norm: eqx.nn.GroupNorm
     head: eqx.nn.Conv2d
+    label_embedding: LabelEmbedding | None
 
     def __init__(
         self,
@@ -93,6 +99,7 @@ class UNet(eqx.Module):
         channels: Sequence[int] = (32, 64),
         num_time_features: int = 32,
         time_scale: float = 16.0,
+        num_classes: int | None = None,
         key: PRNGKeyArray,
     ):
         if len(shape) not in (2, 3) or not all(
@@ -146,15 +153,30 @@ class UNet(eqx.Module):
         self.head = eqx.nn.Conv2d(
             channels[0], image_channels, 3, padding=1, key=next(keys)
         )
+        # A key of its own, so unconditional models keep their weights.
+        self.label_embedding = (
+            None
+            if num_classes is None
+            else LabelEmbedding(num_classes, time_dim, key=jr.fold_in(key, 1))
+        )
 
     def __call__(
-        self, x: Float[Array, "*shape"], t: RealScalarLike
+        self,
+        x: Float[Array, "*shape"],
+        t: RealScalarLike,
+        y: Int[ArrayLike, ""] | None = None,
     ) -> Float[Array, "*shape"]:
+        """The output at `(x, t)`, given the label `y` if the model is
+        class-conditional (`None` or -1: no class)."""
         if x.shape != self.shape:
             raise ValueError(f"`x` must have shape {self.shape}, got {x.shape}.")
         dtype = self.stem.weight.dtype  # compute in the weights' dtype, return x's
         h = x.reshape(-1, *x.shape[-2:]).astype(dtype)
         embedding = self.time_mlp(self.time_features(t).astype(dtype))
+        if self.label_embedding is None:
+            unconditional(y, "UNet")
+        else:
+            embedding = embedding + self.label_embedding(y).astype(dtype)
         h = self.stem(h)
         skips = []
         for i, block in enumerate(self.down_blocks):

@@ -6,7 +6,7 @@ from typing import Literal, TypeAlias
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._custom_types import FloatScalar, RealScalarLike
 from .._misc import check, check_choice, check_time, is_concrete
@@ -37,6 +37,8 @@ def denoising_score_matching(
     key: PRNGKeyArray,
     sigma: RealScalarLike,
     parameterisation: AbstractParameterisation = ScorePrediction(),
+    label: Int[ArrayLike, ""] | None = None,
+    label_dropout: RealScalarLike = 0.0,
 ) -> FloatScalar:
     r"""Denoising score matching at one noise level (Vincent 2011).
 
@@ -63,6 +65,10 @@ def denoising_score_matching(
     - `sigma`: the noise scale, $\sigma > 0$.
     - `parameterisation`: `scorax.ScorePrediction()` (the model predicts the score)
       or `scorax.NoisePrediction()` (it predicts $\varepsilon$).
+    - `label`, `label_dropout`: for a class-conditional model, the sample's class
+      $y$; the model is then called as `score_fn(x_tilde, y)`, with $y$ replaced
+      by the null label $-1$ with probability `label_dropout` (see
+      [`diffusion_loss`][scorax.diffusion_loss]).
     """
     if not isinstance(parameterisation, (ScorePrediction, NoisePrediction)):
         raise ValueError(
@@ -70,6 +76,7 @@ def denoising_score_matching(
             f"scorax.NoisePrediction(), got {parameterisation!r}."
         )
     sigma = check(sigma, jnp.asarray(sigma) > 0, "`sigma` must be > 0.")
+    key, score_fn = with_label(score_fn, key, label, label_dropout)
     eps = jr.normal(key, x.shape, x.dtype)
     prediction = score_fn(x + sigma * eps)
     if isinstance(parameterisation, NoisePrediction):
@@ -118,6 +125,27 @@ def ncsn_loss(
     return sigma**2 * loss if weighting == "noise" else loss
 
 
+def with_label(
+    model: Callable[..., Array],
+    key: PRNGKeyArray,
+    label: Int[ArrayLike, ""] | None,
+    label_dropout: RealScalarLike,
+) -> tuple[PRNGKeyArray, Callable[..., Array]]:
+    """The model with its label bound (dropped to -1 with probability
+    `label_dropout`), and the key left for the loss. Without a label, both are
+    returned unchanged, so unconditional losses draw exactly what they did."""
+    if label is None:
+        if not (is_concrete(label_dropout) and float(label_dropout) == 0):
+            raise ValueError("`label_dropout` needs a `label` to drop.")
+        return key, model
+    if is_concrete(label_dropout) and not 0 <= float(label_dropout) <= 1:
+        raise ValueError(f"`label_dropout` must lie in [0, 1], got {label_dropout}.")
+    dropout_key, key = jr.split(key)
+    drop = jr.bernoulli(dropout_key, jnp.asarray(label_dropout, float))
+    label = jnp.where(drop, -1, jnp.asarray(label))
+    return key, lambda *args: model(*args, label)
+
+
 def _weight(
     path: AbstractGaussianPath, t: FloatScalar, weighting: Weighting
 ) -> FloatScalar:
@@ -147,6 +175,8 @@ def diffusion_loss(
     weighting: Weighting = "noise",
     t_min: float = 1e-3,
     t: RealScalarLike | None = None,
+    label: Int[ArrayLike, ""] | None = None,
+    label_dropout: RealScalarLike = 0.0,
 ) -> FloatScalar:
     r"""Continuous-time denoising score matching on any Gaussian path, for a model
     in any parameterisation (Song et al. 2021).
@@ -191,11 +221,22 @@ def diffusion_loss(
       undefined at $t = 0$ on paths with $\sigma(0) = 0$.
     - `t`: a fixed time instead of a random one, in $[0, 1]$ with $\sigma(t) > 0$
       (an error otherwise).
+    - `label`: for a class-conditional model, the sample's class $y \in \{0,
+      \dots, K-1\}$; the model is then called as `model(x_t, t, y)` and learns
+      $\nabla \log p_t(x \mid y)$. With `fit`, pass labelled data `(x, y)` and
+      `lambda m, xy, k: diffusion_loss(m, path, xy[0], label=xy[1], key=k)`.
+    - `label_dropout`: the probability $p_\text{uncond} \in [0, 1]$ of replacing
+      the label by the null label $-1$ ("no class"), drawn per sample from `key`:
+      classifier-free training (Ho & Salimans 2022), so that one model learns
+      both $\nabla \log p_t(x \mid y)$ and $\nabla \log p_t(x)$, as
+      [`classifier_free_guidance`][scorax.classifier_free_guidance] needs. A
+      typical value is 0.1 to 0.2.
     """
     if not callable(weighting):
         check_choice(weighting, "weighting", WEIGHTINGS)
     if not 0 < t_min < 1:
         raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
+    key, model = with_label(model, key, label, label_dropout)
     if t is None:
         time_key, key = jr.split(key)
         t = jr.uniform(time_key, (), x0.dtype, minval=t_min, maxval=1.0)

@@ -2,7 +2,7 @@
 parameterisation."""
 
 import equinox as eqx
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._custom_types import RealScalarLike
 from .._mixture import GaussianMixture
@@ -34,9 +34,16 @@ class ExactModel(eqx.Module):
     path: AbstractGaussianPath
     parameterisation: AbstractParameterisation = ScorePrediction()
 
-    def __call__(self, x: Float[Array, " d"], t: RealScalarLike) -> Float[Array, " d"]:
-        """The exact prediction at `(x, t)`, shaped like `x`."""
-        score = self.mixture.marginal(self.path, t).score(x)
+    def __call__(
+        self,
+        x: Float[Array, " d"],
+        t: RealScalarLike,
+        y: Int[ArrayLike, ""] | None = None,
+    ) -> Float[Array, " d"]:
+        """The exact prediction at `(x, t)`, shaped like `x`; given a label `y`,
+        that of class `y` alone (the mixture's component $y$; `None` or -1: the
+        whole mixture), so it is also the exact class-conditional model."""
+        score = self.mixture.marginal(self.path, t).score(x, y)
         return convert(
             self.path,
             score,
