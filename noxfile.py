@@ -1,9 +1,10 @@
-"""Developer and CI sessions: `python -m nox` runs tests, lint and typecheck.
+"""Developer and CI sessions: `python -m nox` runs tests, lint, typecheck and docs.
 
 Each session installs the project with pip into its own virtual environment, so
 `.ci/run` and a contributor's machine run exactly the same commands.
 """
 
+import os
 import pathlib
 import shutil
 
@@ -11,7 +12,7 @@ import nox
 
 
 nox.options.default_venv_backend = "venv"  # uv may not be installed
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 
 ROOT = pathlib.Path(__file__).parent
 KATEX_VERSION = "0.16"
@@ -49,13 +50,23 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site, with KaTeX served from the site itself, and
-    check in headless Chromium that its maths renders (needs npm and Chromium)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        session.error(
-            "The docs session needs npm (Node.js) to install KaTeX from the npm "
-            "registry, so that maths renders offline; install Node.js and retry"
-        )
+    check in headless Chromium that its maths renders.
+
+    Needs npm (for KaTeX) and Chromium. Where either is missing, the session
+    installs Debian's package when it runs as root with apt-get (as CI does), and
+    otherwise stops with the command to run: no check is skipped."""
+    npm = _system_tool(
+        session,
+        ("npm",),
+        packages=("npm",),
+        purpose="npm (Node.js), to install KaTeX so that maths renders offline",
+    )
+    browser = _system_tool(
+        session,
+        CHROMIUM,
+        packages=("chromium",),
+        purpose="Chromium, to check in a headless browser that the maths renders",
+    )
     # `lint` brings ruff, which mkdocstrings uses to format separate signatures.
     session.install("-e", ".[docs,lint]")
     prefix = pathlib.Path(session.create_tmp()) / "npm"
@@ -77,7 +88,50 @@ def docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
     # Open the built pages in headless Chromium: the maths must have rendered
     # (screenshots land in site/_screenshots/ for a person to look at).
-    session.run("python", "docs/_tools/check_render.py", "site")
+    session.run("python", "docs/_tools/check_render.py", "site", "--browser", browser)
+
+
+# The names Chromium goes by (Debian's package installs `chromium`).
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def _system_tool(
+    session: nox.Session,
+    names: tuple[str, ...],
+    *,
+    packages: tuple[str, ...],
+    purpose: str,
+) -> str:
+    """The path of the first of `names` found on PATH. When none is, install
+    Debian's `packages` if this runs as root with apt-get (as CI does), else stop
+    with the one command that installs them."""
+    found = _which(names)
+    if found is not None:
+        return found
+    install = ("apt-get", "install", "-y", "-q", "--no-install-recommends", *packages)
+    is_root = getattr(os, "geteuid", lambda: -1)() == 0
+    if not is_root or shutil.which("apt-get") is None:
+        command = f"sudo apt-get update && sudo {' '.join(install)}"
+        session.error(
+            f"The docs session needs {purpose}, and found none of {', '.join(names)} "
+            f"on PATH. Install it (Debian or Ubuntu: `{command}`) and run it again."
+        )
+    session.log(f"None of {', '.join(names)} found: installing Debian's {packages}.")
+    apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-q", env=apt_env, external=True)
+    session.run(*install, env=apt_env, external=True)
+    found = _which(names)
+    if found is None:
+        session.error(f"Installed Debian's {packages}, still found none of {names}.")
+    return found
+
+
+def _which(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    return None
 
 
 def _vendor_katex(dist: pathlib.Path, vendor: pathlib.Path) -> None:

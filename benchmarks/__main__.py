@@ -1,5 +1,8 @@
 """Run benchmarks and write `benchmarks/results/<machine>.json` and `.md`.
 
+The files keep the sections of benchmarks not run this time, so that a run of one
+benchmark replaces only its own section.
+
 python -m benchmarks                   # every benchmark
 python -m benchmarks mixture --quick   # one benchmark, small and fast
 python -m benchmarks --machine laptop  # results/laptop.{json,md}
@@ -14,12 +17,13 @@ import os
 import pathlib
 import platform
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from . import fit, mixture, objectives, samplers
-from ._harness import Benchmark
+from . import fit, likelihood, mixture, objectives, samplers, trace
+from ._harness import Benchmark, measurement_table
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -27,6 +31,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "objectives": objectives.run,
     "fit": fit.run,
     "samplers": samplers.run,
+    "likelihood": likelihood.run,
+    "trace": trace.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")
@@ -81,7 +87,39 @@ def versions() -> dict[str, str]:
     return found
 
 
-def to_markdown(header: dict[str, Any], results: dict[str, list[Any]]) -> str:
+def accuracy_table(name: str, rows: list[samplers.Accuracy]) -> list[str]:
+    return [samplers.MARKDOWN_HEADER, *(row.markdown_row(name) for row in rows)]
+
+
+# How each benchmark's rows become a markdown table (default: `measurement_table`).
+TABLES: dict[str, Callable[[str, list[Any]], list[str]]] = {
+    "samplers": accuracy_table,
+    "likelihood": likelihood.markdown_table,
+    "trace": trace.markdown_table,
+}
+
+
+def section_markdown(name: str, run: dict[str, str], rows: list[Any]) -> str:
+    """One benchmark's section: its heading, when and how it ran, its table."""
+    table = TABLES.get(name, measurement_table)(name, rows)
+    lines = [f"## {name}", "", f"Run: {run['mode']}, on {run['date']}.", "", *table]
+    return "\n".join(lines)
+
+
+def split_sections(markdown: str) -> dict[str, str]:
+    """The `## name` sections of a results file, each as written, by name."""
+    sections: dict[str, str] = {}
+    name = None
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            name = line[3:].strip()
+            sections[name] = line
+        elif name is not None:
+            sections[name] += "\n" + line
+    return {name: text.strip() for name, text in sections.items()}
+
+
+def to_markdown(header: dict[str, Any], sections: dict[str, str]) -> str:
     info = header["info"]
     lines = [
         f"# Benchmarks: `{header['machine']}`",
@@ -90,35 +128,64 @@ def to_markdown(header: dict[str, Any], results: dict[str, list[Any]]) -> str:
         f"- CPU count: {info['cpu_count']}",
         f"- JAX backend: {info['jax_backend']}",
         f"- Devices: {info['device_count']} x {info['device_kinds']}",
-        f"- Mode: {header['mode']}, run on {header['date']}",
-        "- Versions: "
+        f"- Last run: {header['mode']}, on {header['date']} "
+        f"({', '.join(header['ran'])}); each section says when it ran",
+        "- Versions (last run): "
         + ", ".join(f"{name} {ver}" for name, ver in header["versions"].items()),
         "",
         "Times in seconds, as reference / candidate. Ratio is candidate median over "
         "reference median: below 1 means the candidate is faster.",
     ]
-    for name, measurements in results.items():
-        if measurements and isinstance(measurements[0], samplers.Accuracy):
-            lines += ["", f"## {name}", "", samplers.MARKDOWN_HEADER]
-            lines += [row.markdown_row(name) for row in measurements]
-            continue
-        lines += [
-            "",
-            f"## {name}",
-            "",
-            "| name | case | reference | candidate | compile s | median s | ratio "
-            "| max rel diff |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for m in measurements:
-            ref, cand = m.reference_timing, m.candidate_timing
-            lines.append(
-                f"| {name} | {m.case} | `{m.reference}` | `{m.candidate}` "
-                f"| {ref.compile_s:.3g} / {cand.compile_s:.3g} "
-                f"| {ref.median_s:.3g} / {cand.median_s:.3g} "
-                f"| {m.ratio:.3f} | {m.max_rel_diff:.1e} |"
-            )
+    for text in sections.values():
+        lines += ["", text]
     return "\n".join(lines) + "\n"
+
+
+def write_results(
+    machine: str, header: dict[str, Any], results: dict[str, list[Any]]
+) -> str:
+    """Write `results/<machine>.json` and `.md`: the sections of the benchmarks that
+    ran replace theirs, and those of the others, already in the files, are kept.
+
+    Returns the markdown written.
+    """
+    json_path = RESULTS / f"{machine}.json"
+    markdown_path = RESULTS / f"{machine}.md"
+    old = json.loads(json_path.read_text()) if json_path.exists() else {}
+    old_results = old.get("results", {})
+    # Files written before sections were merged have one mode and date for all.
+    old_runs = old.get("runs") or {
+        name: {"mode": old.get("mode", "?"), "date": old.get("date", "?")}
+        for name in old_results
+    }
+    old_sections = (
+        split_sections(markdown_path.read_text()) if markdown_path.exists() else {}
+    )
+    run = {"mode": header["mode"], "date": header["date"]}
+    names = [*BENCHMARKS, *(name for name in old_results if name not in BENCHMARKS)]
+    merged_results, runs, sections = {}, {}, {}
+    for name in names:
+        if name in results:
+            merged_results[name] = [row.to_json() for row in results[name]]
+            runs[name] = run
+            sections[name] = section_markdown(name, run, results[name])
+        elif name in old_results:
+            merged_results[name] = old_results[name]
+            runs[name] = old_runs.get(name, {"mode": "?", "date": "?"})
+            text = old_sections.get(name, f"## {name}\n\n(no table kept)")
+            if "\nRun: " not in text:
+                heading, _, rest = text.partition("\n")
+                text = (
+                    f"{heading}\n\nRun: {runs[name]['mode']}, on "
+                    f"{runs[name]['date']}.\n{rest}"
+                )
+            sections[name] = text
+    record = {**header, "runs": runs, "results": merged_results}
+    markdown = to_markdown(header, sections)
+    RESULTS.mkdir(exist_ok=True)
+    json_path.write_text(json.dumps(record, indent=2) + "\n")
+    markdown_path.write_text(markdown)
+    return markdown
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,21 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         "info": machine_info(),
         "mode": "quick" if args.quick else "full",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "ran": list(results),
         "versions": versions(),
     }
-    record = {
-        **header,
-        "results": {
-            name: [m.to_json() for m in measurements]
-            for name, measurements in results.items()
-        },
-    }
-    markdown = to_markdown(header, results)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{machine}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / f"{machine}.md").write_text(markdown)
+    markdown = write_results(machine, header, results)
     print(markdown)
-    print(f"Wrote {RESULTS / machine}.json and .md")
+    print(f"Wrote {RESULTS / machine}.json and .md (kept the sections not run)")
 
 
 if __name__ == "__main__":

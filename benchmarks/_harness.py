@@ -57,8 +57,29 @@ class Measurement:
 
 
 # Called as `benchmark(quick=...)`; rows are Measurements, or any record with a
-# `to_json` method and its own markdown rendering (see `samplers.Accuracy`).
+# `to_json` method and its own markdown table, registered in `__main__.TABLES`
+# (see `samplers.Accuracy`).
 Benchmark = Callable[..., list[Any]]
+
+MEASUREMENT_HEADER = (
+    "| name | case | reference | candidate | compile s | median s | ratio "
+    "| max rel diff |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def measurement_table(name: str, measurements: list[Measurement]) -> list[str]:
+    """Markdown lines of a table of measurements, with its header."""
+    lines = [MEASUREMENT_HEADER]
+    for m in measurements:
+        ref, cand = m.reference_timing, m.candidate_timing
+        lines.append(
+            f"| {name} | {m.case} | `{m.reference}` | `{m.candidate}` "
+            f"| {ref.compile_s:.3g} / {cand.compile_s:.3g} "
+            f"| {ref.median_s:.3g} / {cand.median_s:.3g} "
+            f"| {m.ratio:.3f} | {m.max_rel_diff:.1e} |"
+        )
+    return lines
 
 
 def time_callable(

@@ -2,6 +2,7 @@
 
 import inspect
 import pathlib
+import re
 
 import pytest
 
@@ -10,15 +11,48 @@ import scorax.testing
 
 
 DOCS = pathlib.Path(__file__).parent.parent / "docs" / "api"
-PUBLIC = sorted(
+# What `__init__` exports: every name without a leading underscore, except the
+# submodules (`scorax.datasets`, `scorax.testing`), which have pages of their own.
+EXPORTED = sorted(
     name
     for name, value in vars(scorax).items()
     if not name.startswith("_") and not inspect.ismodule(value)
 )
+PUBLIC = list(scorax.__all__)
+
+
+def rendered_names() -> list[str]:
+    """The top-level names the API pages render, one `::: scorax.NAME` each
+    (indented inside a collapsed block for the abstract bases)."""
+    pages = "\n".join(page.read_text() for page in sorted(DOCS.glob("*.md")))
+    names = re.findall(r"^[ \t]*::: scorax\.(\w+)[ \t]*$", pages, re.MULTILINE)
+    return [name for name in names if not inspect.ismodule(getattr(scorax, name, None))]
 
 
 def test_public_names_exist():
     assert len(PUBLIC) > 10, PUBLIC
+
+
+def test_all_lists_exactly_the_exported_names_once():
+    """`scorax.__all__` is the public contract: a name exported by `__init__` but
+    missing from `__all__`, or listed there but not exported, fails here."""
+    assert len(set(PUBLIC)) == len(PUBLIC), "a name is listed twice in __all__"
+    missing = sorted(set(EXPORTED) - set(PUBLIC))
+    absent = sorted(set(PUBLIC) - set(EXPORTED))
+    assert not missing, f"exported by scorax/__init__.py but not in __all__: {missing}"
+    assert not absent, f"in __all__ but not exported by scorax/__init__.py: {absent}"
+
+
+def test_api_pages_render_exactly_the_public_names():
+    """Every name of `__all__` is rendered on exactly one API page, and the pages
+    render no top-level name that is not public."""
+    rendered = rendered_names()
+    twice = sorted({name for name in rendered if rendered.count(name) > 1})
+    undocumented = sorted(set(PUBLIC) - set(rendered))
+    unknown = sorted(set(rendered) - set(PUBLIC))
+    assert not undocumented, f"public, but on no API page (docs/api/): {undocumented}"
+    assert not unknown, f"on an API page, but not in scorax.__all__: {unknown}"
+    assert not twice, f"rendered on more than one API page: {twice}"
 
 
 @pytest.mark.parametrize("name", PUBLIC)

@@ -5,15 +5,20 @@ scripts ran and require that every `arithmatex` element holds KaTeX output and
 that KaTeX reported no parse error; save a screenshot of the page under
 `site/_screenshots/` for a person to look at.
 
-Usage: python docs/_tools/check_render.py [site-dir]
+Usage: python docs/_tools/check_render.py [site-dir] [--browser PATH]
+
+`nox -s docs` finds (or installs) Chromium and passes it as `--browser`; run
+alone, the script looks for Chromium on PATH and stops if there is none.
 """
 
+import argparse
 import functools
 import http.server
 import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 
 
@@ -21,9 +26,26 @@ PAGES = (
     "",
     "theory/score-matching/",
     "theory/diffusion/",
+    "verify/",
     "api/paths/",
     "api/samplers/",
     "api/likelihood/",
+    "api/testing/",
+)
+# Headless, as root (so no sandbox), and nothing that reaches the network: with
+# its background services on, Chromium keeps trying hosts a CI machine cannot
+# reach. Each start gets a new, empty profile.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+    "--window-size=1200,1600",
 )
 
 
@@ -44,17 +66,14 @@ def chromium() -> str:
 
 
 def run(browser: str, url: str, *flags: str) -> str:
-    command = [
-        browser,
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--virtual-time-budget=10000",
-        "--window-size=1200,1600",
-        *flags,
-        url,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="check-render-") as profile:
+        command = [browser, *FLAGS, f"--user-data-dir={profile}", *flags, url]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        sys.exit(
+            f"check_render: {browser} exited with {done.returncode} on {url}:\n"
+            + done.stderr[-2000:]
+        )
     return done.stdout
 
 
@@ -80,8 +99,14 @@ def check_page(browser: str, base: str, page: str, shots: pathlib.Path) -> list[
 
 
 def main() -> None:
-    site = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "site").resolve()
-    browser = chromium()
+    parser = argparse.ArgumentParser(
+        description="Check that the built site's maths renders in headless Chromium."
+    )
+    parser.add_argument("site", nargs="?", default="site", help="the built site")
+    parser.add_argument("--browser", help="Chromium's path (default: from PATH)")
+    args = parser.parse_args()
+    site = pathlib.Path(args.site).resolve()
+    browser = args.browser or chromium()
     handler = functools.partial(QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
