@@ -52,3 +52,20 @@ def test_the_verify_page_runs_and_its_reports_are_what_it_prints(tmp_path):
     assert len(reports) == 2
     for report in reports:
         assert report.strip() in done.stdout, (report, done.stdout)
+
+
+def test_the_conditional_digits_example_runs(tmp_path):
+    """examples/digits_conditional.py, shortened: trains a class-conditional U-Net
+    with label dropout for a few steps and writes the class x guidance-weight
+    grid."""
+    code = (
+        "import runpy, sys\n"
+        f"example = runpy.run_path({str(ROOT / 'examples' / 'digits_conditional.py')!r})\n"
+        f"summary = example['main'](num_steps=20, weights=(0.0, 2.0), output={str(tmp_path / 'grid.png')!r})\n"
+        "assert summary['samples'] == 20.0, summary\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "grid.png").stat().st_size > 0
