@@ -57,6 +57,8 @@ from ._sampler import (
     annealed_langevin as annealed_langevin,
     ddim_sample as ddim_sample,
     ddpm_sample as ddpm_sample,
+    dpm_solver_pp_sample as dpm_solver_pp_sample,
+    dpm_solver_sample as dpm_solver_sample,
     edm_sample as edm_sample,
     langevin as langevin,
     predictor_corrector_sample as predictor_corrector_sample,
