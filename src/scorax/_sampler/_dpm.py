@@ -272,13 +272,23 @@ def _moments(h: Array, rate: int, count: int) -> list[Array]:
 
 def _quadrature(us: Array, moments: list[Array], count: int) -> Array:
     r"""Weights $w_j$ with $\sum_j w_j p(u_j) = \sum_k p_k I_k$ for every polynomial
-    $p(u) = \sum_k p_k u^k$ of degree < `count` through the first `count` nodes
-    $u_j$: the exact integral of the interpolant (a Vandermonde solve); zero
-    weight on the other nodes."""
-    nodes = us[:count]
-    vandermonde = nodes[None, :] ** jnp.arange(count)[:, None]  # [k, j] = u_j^k
-    weights = jnp.linalg.solve(vandermonde, jnp.stack(moments[:count]))
-    return jnp.concatenate([weights, jnp.zeros(us.shape[0] - count, us.dtype)])
+    $p(u) = \sum_k p_k u^k$ of degree < `count`: the exact integral of the
+    interpolant through the first `count` nodes $u_j$, from the monomial
+    coefficients of the Lagrange basis; zero weight on the other nodes."""
+    weights = []
+    for j in range(count):
+        basis = [jnp.ones_like(us[0])]  # coefficients of prod (u - u_m), low first
+        scale = jnp.ones_like(us[0])
+        for m in range(count):
+            if m != j:
+                shifted = [jnp.zeros_like(us[0]), *basis]
+                basis = [
+                    a - us[m] * b for a, b in zip(shifted, [*basis, 0], strict=True)
+                ]
+                scale = scale * (us[j] - us[m])
+        weights.append(sum(c * i for c, i in zip(basis, moments, strict=False)) / scale)
+    padding = [jnp.zeros_like(us[0])] * (us.shape[0] - count)
+    return jnp.stack(weights + padding)
 
 
 class _History(NamedTuple):
@@ -417,14 +427,21 @@ def _setup(
     return _Reader(model, nodes, parameterisation), grid
 
 
-def step_orders(order: int, num_steps: int, lower_order_final: bool) -> np.ndarray:
-    """The order of each multistep step: warm-up from 1, and with
-    `lower_order_final` down to 1 again over the last steps."""
+def step_orders(
+    order: int, num_steps: int, lower_order_final: bool, corrector: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The order of each multistep step (warm-up from 1 and, with
+    `lower_order_final`, down to 1 again over the last steps), and whether each
+    step first corrects the one before: always with `corrector`, otherwise where
+    that step's order was below `order - 1` (the first step of 3M), so that no
+    step has a local error larger than O(h^order)."""
     index = np.arange(num_steps)
     orders = np.minimum(order, index + 1)
     if lower_order_final:
         orders = np.minimum(orders, num_steps - index)
-    return orders
+    before = np.concatenate([[0], orders[:-1]])
+    corrections = (before > 0) & (corrector | (before < order - 1))
+    return orders, corrections
 
 
 # ------------------------------------------------------------------ public API
@@ -645,7 +662,7 @@ def dpm_solver_pp_sample(
     reader, grid = _setup(
         model, path, x, num_steps, spacing, rho, t_min, t_max, parameterisation
     )
-    orders = jnp.asarray(step_orders(order, num_steps, lower_order_final), jnp.int32)
+    orders, corrections = step_orders(order, num_steps, lower_order_final, corrector)
     keys = jr.split(key, num_steps)
     rate = 2 if stochastic else 1
     # Before the first step: a history the warm-up never weighs (its order ignores
@@ -663,11 +680,11 @@ def dpm_solver_pp_sample(
 
     def step(carry, inputs):
         x, history, x_before, count_before = carry
-        s, t, before, count, key = inputs
+        s, t, before, count, correct, key = inputs
         m0 = reader.data(x, s)
-        if corrector:
+        if np.any(corrections):
             # UniC: the step into s again, with m0 (evaluated at the predicted x)
-            # added to its interpolant, one order higher; none before the first.
+            # added to its interpolant, one order higher.
             corrected = _exponential_step(
                 x_before,
                 before,
@@ -678,7 +695,7 @@ def dpm_solver_pp_sample(
                 rate,
                 midpoint=False,
             )
-            x = jnp.where(count_before > 0, corrected, x)
+            x = jnp.where(correct, corrected, x)
         values = jnp.concatenate([m0[None], history.data[:2]])
         ells = jnp.concatenate([s.ell[None], history.ell[:2]])
         x_t = _exponential_step(x, s, t, values, ells, count, rate, midpoint=True)
@@ -698,7 +715,7 @@ def dpm_solver_pp_sample(
         reader,
         x,
         grid,
-        (previous, orders, keys),
+        (previous, jnp.asarray(orders, jnp.int32), jnp.asarray(corrections), keys),
         evaluations=num_steps,
         denoise=denoise,
         trajectory=trajectory,
