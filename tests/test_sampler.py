@@ -27,6 +27,7 @@ from .helpers import (
 MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
 VP = scorax.VPPath()
 VE = scorax.VEPath(sigma_min=0.01, sigma_max=20.0)
+COSINE = scorax.CosinePath()
 SCHEDULE = scorax.DDPMSchedule(num_steps=1000)
 NUM = 1000  # samples per statistical test
 
@@ -177,6 +178,54 @@ SAMPLERS = {
             key=key,
         ),
     ),
+    "dpm_solver_3_cosine": (
+        "prior_cosine",
+        lambda x, key: scorax.dpm_solver_sample(
+            exact(COSINE, scorax.VelocityPrediction()),
+            COSINE,
+            x,
+            num_steps=10,
+            order=3,
+            t_max=0.99,
+            parameterisation=scorax.VelocityPrediction(),
+        ),
+    ),
+    "dpm_solver_pp_3m_unic_ddpm": (
+        "normal",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(SCHEDULE.path, scorax.DataPrediction()),
+            SCHEDULE,
+            x,
+            num_steps=25,
+            order=3,
+            corrector=True,
+            parameterisation=scorax.DataPrediction(),
+        ),
+    ),
+    "dpm_solver_pp_2m_sde": (
+        "prior",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(VP, scorax.NoisePrediction()),
+            VP,
+            x,
+            num_steps=100,
+            stochastic=True,
+            key=key,
+        ),
+    ),
+    "dpm_solver_pp_2m_sde_ddpm": (
+        "normal",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(SCHEDULE.path, scorax.DataPrediction()),
+            SCHEDULE,
+            x,
+            num_steps=100,
+            stochastic=True,
+            key=key,
+            spacing="time",
+            parameterisation=scorax.DataPrediction(),
+        ),
+    ),
 }
 
 
@@ -188,7 +237,12 @@ def starts(kind: str, num: int):
         return jr.uniform(key, (num, 2), minval=-8.0, maxval=8.0)
     if kind == "normal":
         return jr.normal(key, (num, 2))
-    path = {"prior": VP, "prior_ve": VE, "prior_edm": scorax.EDMPath()}[kind]
+    path = {
+        "prior": VP,
+        "prior_ve": VE,
+        "prior_edm": scorax.EDMPath(),
+        "prior_cosine": COSINE,
+    }[kind]
     return jax.vmap(lambda k: path.prior_sample(key=k, shape=(2,)))(jr.split(key, num))
 
 
@@ -483,6 +537,22 @@ LOOP_SAMPLERS = {
         m, VP, jnp.zeros(2), key=jr.key(0), num_steps=5, corrector_steps=2
     ),
     "edm": lambda m: scorax.edm_sample(m, VP, jnp.ones(2), num_steps=6),
+    "dpm_solver_3": lambda m: scorax.dpm_solver_sample(
+        m, VP, jnp.ones(2), num_steps=3, order=3
+    ),
+    "dpm_solver_2_ddpm": lambda m: scorax.dpm_solver_sample(
+        m,
+        scorax.DDPMSchedule(num_steps=9, beta_max=5.0),
+        jnp.ones(2),
+        num_steps=4,
+        order=2,
+    ),
+    "dpm_solver_pp_3m_unic": lambda m: scorax.dpm_solver_pp_sample(
+        m, VP, jnp.ones(2), num_steps=5, order=3, corrector=True
+    ),
+    "dpm_solver_pp_2m_sde": lambda m: scorax.dpm_solver_pp_sample(
+        m, VP, jnp.ones(2), num_steps=5, stochastic=True, key=jr.key(0), denoise=False
+    ),
 }
 
 
@@ -558,6 +628,25 @@ TRAJECTORIES = {
         jnp.ones(2),
         num_steps=5,
         trajectory=True,
+    ),
+    "dpm_solver": lambda: scorax.dpm_solver_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=4,
+        order=2,
+        trajectory=True,
+        denoise=False,
+    ),
+    "dpm_solver_pp": lambda: scorax.dpm_solver_pp_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=5,
+        order=3,
+        corrector=True,
+        trajectory=True,
+        denoise=False,
     ),
 }
 
@@ -694,6 +783,62 @@ BAD_CALLS = [
     ),
     (lambda: scorax.edm_sample(exact(VP), VP, jnp.zeros(2), rho=0.0), "rho"),
     (lambda: scorax.edm_sample(exact(VP), scorax.CosinePath(), jnp.zeros(2)), "t_max"),
+    (lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), order=4), "order"),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), num_steps=0),
+        "num_steps",
+    ),
+    (lambda: scorax.dpm_solver_sample(bad_model, VP, jnp.zeros(2)), "model"),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), spacing="cosine"),
+        "spacing",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(
+            exact(VP), VP, jnp.zeros(2), spacing="edm", rho=0.0
+        ),
+        "rho",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), scorax.CosinePath(), jnp.zeros(2)),
+        "t_max",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), t_min=0.0),
+        "t_min",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), SCHEDULE, jnp.zeros(2), t_min=0.01),
+        "t_min",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), SCHEDULE, jnp.zeros(2), num_steps=1000, spacing="time"
+        ),
+        "num_steps",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(exact(VP), VP, jnp.zeros(2), order=0),
+        "order",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), stochastic=True
+        ),
+        "key",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), order=3, stochastic=True, key=jr.key(0)
+        ),
+        "order",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), corrector=True, stochastic=True, key=jr.key(0)
+        ),
+        "corrector",
+    ),
 ]
 
 
@@ -730,6 +875,10 @@ def nan_below_half(x, t):
             nan_below_half, VP, jnp.ones(2), key=jr.key(0), num_steps=10
         ),
         lambda: scorax.edm_sample(nan_below_half, VP, jnp.ones(2), num_steps=4),
+        lambda: scorax.dpm_solver_sample(nan_below_half, VP, jnp.ones(2), num_steps=4),
+        lambda: scorax.dpm_solver_pp_sample(
+            nan_below_half, VP, jnp.ones(2), num_steps=4, corrector=True
+        ),
     ],
 )
 def test_a_nan_mid_solve_is_reported(sampler):
