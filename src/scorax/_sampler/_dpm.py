@@ -599,12 +599,16 @@ def dpm_solver_pp_sample(
     e^{-h_i})\, \hat x_0^{(i-1)} + I_1 D_1 + I_2 D_2\right], \qquad
     I_k = 1 - \frac{k}{h_i} I_{k-1}, \quad I_0 = 1 - e^{-h_i}.$$
 
-    (Lu et al.'s reference code weighs $D_2$ by $I_2/2$, which is only second
-    order.) The first steps warm up with orders $1, 2, \dots$; with
-    `lower_order_final`, as the authors recommend for few steps, the order comes
-    down to 1 again over the last steps. Both happen where the data prediction
-    changes slowly with $\ell$ (near the data mean at high noise, near the data
-    point at low noise), and the test of the order of convergence includes them.
+    (Lu et al.'s reference code weighs $D_2$ by $I_2/2$, which makes 3M second
+    order.) The first steps warm up with orders $1, 2, \dots$ as in the paper;
+    scorax corrects the first-order warm-up step of 3M with UniC (below) at no
+    extra evaluation, so that no step has a local error above $O(h^3)$ and 3M
+    keeps order 3 globally. With `lower_order_final` (the default, as the
+    authors recommend for few steps) the order comes down to 1 again over the
+    last `order - 1` steps: steadier at very few steps, at the price of a local
+    error $O(h^2)\,|\mathrm{d}\hat x_0/\mathrm{d}\ell|$ at the data end, small
+    where the data prediction has settled but enough to cap the asymptotic order
+    of 3M at 2; set it to `False` for the full order.
 
     With `corrector=True`, each step is followed by UniC: the evaluation at the
     new point, which the next step needs anyway, joins the interpolating
