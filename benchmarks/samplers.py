@@ -9,6 +9,11 @@ it, at t_min = 1e-3 for the ODE solves and, for the samplers that end with a
 denoising step (DDIM, EDM), after the same step applied to the reference.
 Stochastic samplers have no pathwise reference; for them the error is the sliced
 Wasserstein distance to fresh data, next to the two-sample noise floor.
+
+The exponential integrators (DPM-Solver, DPM-Solver++, UniC, `scorax._sampler._dpm`)
+are compared with the probability-flow solves at the same number of model
+evaluations (10, 20, 40); their pathwise error is also taken at t_min without
+the denoising step.
 """
 
 import dataclasses
@@ -63,11 +68,11 @@ CONSTANT = dfx.ConstantStepSize()
 def deterministic_cases(quick: bool) -> list[tuple[str, str, Callable]]:
     """(name, endpoint, sampler): endpoint "ode" (x at t_min) or "denoised"."""
     cases = []
-    for n in (10, 100) if quick else (10, 30, 100, 300, 1000):
+    for n in (10, 100) if quick else (10, 20, 30, 100, 300, 1000):
         cases.append(
             (f"PF Euler, {n} steps", "ode", pf(dfx.Euler(), CONSTANT, n, denoise=False))
         )
-    for n in (5, 50) if quick else (5, 15, 50, 150):
+    for n in (5, 50) if quick else (5, 10, 15, 50, 150):
         cases.append(
             (f"PF Heun, {n} steps", "ode", pf(dfx.Heun(), CONSTANT, n, denoise=False))
         )
@@ -116,6 +121,60 @@ def deterministic_cases(quick: bool) -> list[tuple[str, str, Callable]]:
                 ),
             )
         )
+    cases += dpm_cases(quick)
+    return cases
+
+
+def dpm(sampler, num_steps, **kwargs) -> Callable:
+    return lambda x, key: sampler(
+        exact_score,
+        PATH,
+        x,
+        num_steps=num_steps,
+        t_min=T_MIN,
+        parameterisation=SCORE,
+        denoise=False,
+        **kwargs,
+    )
+
+
+def dpm_cases(quick: bool) -> list[tuple[str, str, Callable]]:
+    """The exponential integrators at 10, 20 and 40 evaluations (single-step
+    DPM-Solver-k spends k per step), on the default grid uniform in log-SNR and,
+    for the multistep ones, uniform in time."""
+    budgets = (10, 20) if quick else (10, 20, 40)
+    cases = []
+    for order in (1, 2, 3):
+        for budget in budgets:
+            n = max(1, round(budget / order))
+            cases.append(
+                (
+                    f"DPM-Solver-{order}, {n} steps",
+                    "ode",
+                    dpm(scorax.dpm_solver_sample, n, order=order),
+                )
+            )
+    multistep = {
+        "DPM-Solver++(2M)": {"order": 2},
+        "DPM-Solver++(3M)": {"order": 3},
+        "DPM-Solver++(2M) + UniC": {"order": 2, "corrector": True},
+        "DPM-Solver++(3M) + UniC": {"order": 3, "corrector": True},
+    }
+    for spacing in ("log_snr",) if quick else ("log_snr", "time"):
+        for name, options in multistep.items():
+            for n in budgets:
+                cases.append(
+                    (
+                        f"{name}, {n} steps, {spacing} grid",
+                        "ode",
+                        dpm(
+                            scorax.dpm_solver_pp_sample,
+                            n,
+                            spacing=spacing,
+                            **options,
+                        ),
+                    )
+                )
     return cases
 
 
@@ -170,6 +229,22 @@ def stochastic_cases(quick: bool) -> list[tuple[str, Callable]]:
                     num_steps=n,
                     parameterisation=SCORE,
                     axis_name="batch",
+                ),
+            )
+        )
+    for n in (20,) if quick else (20, 50, 100):
+        cases.append(
+            (
+                f"DPM-Solver++(2M) SDE, {n} steps",
+                lambda x, key, n=n: scorax.dpm_solver_pp_sample(
+                    exact_score,
+                    PATH,
+                    x,
+                    num_steps=n,
+                    stochastic=True,
+                    key=key,
+                    t_min=T_MIN,
+                    parameterisation=SCORE,
                 ),
             )
         )

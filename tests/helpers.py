@@ -119,3 +119,16 @@ def counting(fn):
         return fn(*args)
 
     return wrapped, calls
+
+
+def gaussian_flow_map(mean, cov, path, x, t_from, t_to):
+    """The exact probability-flow map between times of a Gaussian path for data
+    N(mean, cov): x_s = alpha_s mu + C_s C_t^{-1} (x_t - alpha_t mu), with
+    C_t = (alpha_t^2 cov + sigma_t^2 I)^{1/2} (all C_t commute)."""
+    eigenvalues, vectors = jnp.linalg.eigh(cov)
+
+    def scale(t):
+        return jnp.sqrt(path.alpha(t) ** 2 * eigenvalues + path.sigma(t) ** 2)
+
+    ratio = vectors @ jnp.diag(scale(t_to) / scale(t_from)) @ vectors.T
+    return path.alpha(t_to) * mean + ratio @ (x - path.alpha(t_from) * mean)

@@ -215,3 +215,25 @@ def test_runtime_checks_of_traced_code_exit_1(capsys, monkeypatch):
     monkeypatch.setattr(_cli, "run_demo", bug)
     with pytest.raises(KeyError):
         _cli.main(["demo"])
+
+
+@pytest.mark.parametrize(
+    "name", ["dpm1", "dpm2", "dpm3", "dpm2m", "dpm3m", "dpm3m-unic", "dpm2m-sde"]
+)
+def test_exponential_integrators_run_on_every_path(name):
+    """The DPM-Solver names of --sampler build a sampler that runs on each path
+    (paths with alpha(1) = 0 stop short of t = 1) and spends the evaluations its
+    order and step count say."""
+    options = _cli.DemoOptions(samplers=(name,), sampler_steps=2)
+    order = {"dpm1": 1, "dpm2": 2, "dpm3": 3}.get(name, 1)
+    for path_name in ("vp", "linear"):
+        path = _cli.PATHS[path_name]()
+        sampler, prior = _cli.make_sampler(
+            name, options, path, scorax.NoisePrediction()
+        )
+        result = eqx.filter_jit(sampler)(
+            lambda x, t: 0.5 * x, jnp.ones(2), jax.random.key(0)
+        )
+        assert bool(jnp.all(jnp.isfinite(result.sample)))
+        assert int(result.num_evaluations) == 2 * order + 1  # and the denoising step
+        assert prior is path

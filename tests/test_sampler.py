@@ -16,6 +16,7 @@ import scorax.testing
 from .helpers import (
     assert_allclose,
     counting,
+    gaussian_flow_map,
     random_mixture,
     RUNTIME_ERRORS,
     seeds,
@@ -26,6 +27,7 @@ from .helpers import (
 MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
 VP = scorax.VPPath()
 VE = scorax.VEPath(sigma_min=0.01, sigma_max=20.0)
+COSINE = scorax.CosinePath()
 SCHEDULE = scorax.DDPMSchedule(num_steps=1000)
 NUM = 1000  # samples per statistical test
 
@@ -178,6 +180,54 @@ SAMPLERS = {
             key=key,
         ),
     ),
+    "dpm_solver_3_cosine": (
+        "prior_cosine",
+        lambda x, key: scorax.dpm_solver_sample(
+            exact(COSINE, scorax.VelocityPrediction()),
+            COSINE,
+            x,
+            num_steps=10,
+            order=3,
+            t_max=0.99,
+            parameterisation=scorax.VelocityPrediction(),
+        ),
+    ),
+    "dpm_solver_pp_3m_unic_ddpm": (
+        "normal",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(SCHEDULE.path, scorax.DataPrediction()),
+            SCHEDULE,
+            x,
+            num_steps=25,
+            order=3,
+            corrector=True,
+            parameterisation=scorax.DataPrediction(),
+        ),
+    ),
+    "dpm_solver_pp_2m_sde": (
+        "prior",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(VP, scorax.NoisePrediction()),
+            VP,
+            x,
+            num_steps=100,
+            stochastic=True,
+            key=key,
+        ),
+    ),
+    "dpm_solver_pp_2m_sde_ddpm": (
+        "normal",
+        lambda x, key: scorax.dpm_solver_pp_sample(
+            exact(SCHEDULE.path, scorax.DataPrediction()),
+            SCHEDULE,
+            x,
+            num_steps=100,
+            stochastic=True,
+            key=key,
+            spacing="time",
+            parameterisation=scorax.DataPrediction(),
+        ),
+    ),
 }
 
 
@@ -189,7 +239,12 @@ def starts(kind: str, num: int):
         return jr.uniform(key, (num, 2), minval=-8.0, maxval=8.0)
     if kind == "normal":
         return jr.normal(key, (num, 2))
-    path = {"prior": VP, "prior_ve": VE, "prior_edm": scorax.EDMPath()}[kind]
+    path = {
+        "prior": VP,
+        "prior_ve": VE,
+        "prior_edm": scorax.EDMPath(),
+        "prior_cosine": COSINE,
+    }[kind]
     return jax.vmap(lambda k: path.prior_sample(key=k, shape=(2,)))(jr.split(key, num))
 
 
@@ -308,19 +363,6 @@ def test_langevin_leaves_its_discrete_stationary_law_invariant():
     assert not np.all(
         jnp.abs(jnp.mean(products, 0) - sigma) <= 5 * jnp.std(products, 0) / num**0.5
     )
-
-
-def gaussian_flow_map(mean, cov, path, x, t_from, t_to):
-    """The exact probability-flow map between times of a Gaussian path for data
-    N(mean, cov): x_s = alpha_s mu + C_s C_t^{-1} (x_t - alpha_t mu), with
-    C_t = (alpha_t^2 cov + sigma_t^2 I)^{1/2} (all C_t commute)."""
-    eigenvalues, vectors = jnp.linalg.eigh(cov)
-
-    def scale(t):
-        return jnp.sqrt(path.alpha(t) ** 2 * eigenvalues + path.sigma(t) ** 2)
-
-    ratio = vectors @ jnp.diag(scale(t_to) / scale(t_from)) @ vectors.T
-    return path.alpha(t_to) * mean + ratio @ (x - path.alpha(t_from) * mean)
 
 
 FLOW_PATHS = {
@@ -497,6 +539,22 @@ LOOP_SAMPLERS = {
         m, VP, jnp.zeros(2), key=jr.key(0), num_steps=5, corrector_steps=2
     ),
     "edm": lambda m: scorax.edm_sample(m, VP, jnp.ones(2), num_steps=6),
+    "dpm_solver_3": lambda m: scorax.dpm_solver_sample(
+        m, VP, jnp.ones(2), num_steps=3, order=3
+    ),
+    "dpm_solver_2_ddpm": lambda m: scorax.dpm_solver_sample(
+        m,
+        scorax.DDPMSchedule(num_steps=9, beta_max=5.0),
+        jnp.ones(2),
+        num_steps=4,
+        order=2,
+    ),
+    "dpm_solver_pp_3m_unic": lambda m: scorax.dpm_solver_pp_sample(
+        m, VP, jnp.ones(2), num_steps=5, order=3, corrector=True
+    ),
+    "dpm_solver_pp_2m_sde": lambda m: scorax.dpm_solver_pp_sample(
+        m, VP, jnp.ones(2), num_steps=5, stochastic=True, key=jr.key(0), denoise=False
+    ),
 }
 
 
@@ -572,6 +630,25 @@ TRAJECTORIES = {
         jnp.ones(2),
         num_steps=5,
         trajectory=True,
+    ),
+    "dpm_solver": lambda: scorax.dpm_solver_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=4,
+        order=2,
+        trajectory=True,
+        denoise=False,
+    ),
+    "dpm_solver_pp": lambda: scorax.dpm_solver_pp_sample(
+        exact(VP, scorax.NoisePrediction()),
+        VP,
+        jnp.ones(2),
+        num_steps=5,
+        order=3,
+        corrector=True,
+        trajectory=True,
+        denoise=False,
     ),
 }
 
@@ -708,6 +785,62 @@ BAD_CALLS = [
     ),
     (lambda: scorax.edm_sample(exact(VP), VP, jnp.zeros(2), rho=0.0), "rho"),
     (lambda: scorax.edm_sample(exact(VP), scorax.CosinePath(), jnp.zeros(2)), "t_max"),
+    (lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), order=4), "order"),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), num_steps=0),
+        "num_steps",
+    ),
+    (lambda: scorax.dpm_solver_sample(bad_model, VP, jnp.zeros(2)), "model"),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), spacing="cosine"),
+        "spacing",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(
+            exact(VP), VP, jnp.zeros(2), spacing="edm", rho=0.0
+        ),
+        "rho",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), scorax.CosinePath(), jnp.zeros(2)),
+        "t_max",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), VP, jnp.zeros(2), t_min=0.0),
+        "t_min",
+    ),
+    (
+        lambda: scorax.dpm_solver_sample(exact(VP), SCHEDULE, jnp.zeros(2), t_min=0.01),
+        "t_min",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), SCHEDULE, jnp.zeros(2), num_steps=1000, spacing="time"
+        ),
+        "num_steps",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(exact(VP), VP, jnp.zeros(2), order=0),
+        "order",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), stochastic=True
+        ),
+        "key",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), order=3, stochastic=True, key=jr.key(0)
+        ),
+        "order",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), corrector=True, stochastic=True, key=jr.key(0)
+        ),
+        "corrector",
+    ),
 ]
 
 
@@ -744,6 +877,10 @@ def nan_below_half(x, t):
             nan_below_half, VP, jnp.ones(2), key=jr.key(0), num_steps=10
         ),
         lambda: scorax.edm_sample(nan_below_half, VP, jnp.ones(2), num_steps=4),
+        lambda: scorax.dpm_solver_sample(nan_below_half, VP, jnp.ones(2), num_steps=4),
+        lambda: scorax.dpm_solver_pp_sample(
+            nan_below_half, VP, jnp.ones(2), num_steps=4, corrector=True
+        ),
     ],
 )
 def test_a_nan_mid_solve_is_reported(sampler):

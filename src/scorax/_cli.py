@@ -79,6 +79,8 @@ from ._path import (
 from ._sampler import (
     ddim_sample,
     ddpm_sample,
+    dpm_solver_pp_sample,
+    dpm_solver_sample,
     edm_sample,
     predictor_corrector_sample,
     probability_flow_sample,
@@ -124,6 +126,20 @@ SAMPLERS: dict[str, tuple[str, int | None]] = {
     "edm": ("Heun, Karras et al. (edm_sample)", 40),
     "ddim": ("DDIM, eta = 0 (ddim_sample; needs --path vp)", 100),
     "ddpm": ("ancestral DDPM, 1000 steps (ddpm_sample; needs --path vp)", None),
+    "dpm1": ("DPM-Solver-1, DDIM on any path (dpm_solver_sample)", 20),
+    "dpm2": ("DPM-Solver-2, 2 evaluations a step (dpm_solver_sample)", 10),
+    "dpm3": ("DPM-Solver-3, 3 evaluations a step (dpm_solver_sample)", 7),
+    "dpm2m": ("DPM-Solver++(2M) (dpm_solver_pp_sample)", 20),
+    "dpm3m": ("DPM-Solver++(3M) (dpm_solver_pp_sample)", 20),
+    "dpm3m-unic": ("DPM-Solver++(3M) with UniC (dpm_solver_pp_sample)", 20),
+    "dpm2m-sde": ("DPM-Solver++(2M) SDE (dpm_solver_pp_sample)", 50),
+}
+# The options of dpm_solver_pp_sample behind each multistep name.
+MULTISTEP: dict[str, dict[str, Any]] = {
+    "dpm2m": {"order": 2},
+    "dpm3m": {"order": 3},
+    "dpm3m-unic": {"order": 3, "corrector": True},
+    "dpm2m-sde": {"order": 2, "stochastic": True},
 }
 
 # Paths with alpha(1) = 0 have a divergent SDE at t = 1: samplers stop short of it.
@@ -221,7 +237,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_demo_parser(commands: Any) -> argparse.ArgumentParser:
     defaults = DemoOptions()
     sampler_lines = "\n".join(
-        f"  {name:<5} {text}" + (f"; {steps} steps" if steps else "")
+        f"  {name:<11} {text}" + (f"; {steps} steps" if steps else "")
         for name, (text, steps) in SAMPLERS.items()
     )
     parser = commands.add_parser(
@@ -545,6 +561,15 @@ def make_sampler(
         return lambda m, x, k: edm_sample(
             m, path, x, num_steps=steps or 40, **ranged
         ), path
+    if name in ("dpm1", "dpm2", "dpm3"):
+        order = int(name[-1])
+        return lambda m, x, k: dpm_solver_sample(
+            m, path, x, num_steps=steps or 20, order=order, **ranged
+        ), path
+    if name in MULTISTEP:
+        return lambda m, x, k: dpm_solver_pp_sample(
+            m, path, x, num_steps=steps or 20, key=k, **MULTISTEP[name], **ranged
+        ), path
     schedule = DDPMSchedule()
     if name == "ddim":
         return lambda m, x, k: ddim_sample(
@@ -791,7 +816,7 @@ def _report(summary: dict[str, Any], output: str) -> str:
         distance = values["sliced_wasserstein"]
         shown = "nan" if distance is None else f"{distance:.4f}"
         lines.append(
-            f"{name:<5} sliced Wasserstein {shown} (noise floor {floor:.4f}), "
+            f"{name:<11} sliced Wasserstein {shown} (noise floor {floor:.4f}), "
             f"{values['num_evaluations']:.0f} model evaluations per sample"
         )
     for entry in summary["fisher_divergence"] or ():

@@ -1,5 +1,9 @@
 from ._common import SampleResult as SampleResult
 from ._ddpm import ddim_sample as ddim_sample, ddpm_sample as ddpm_sample
+from ._dpm import (
+    dpm_solver_pp_sample as dpm_solver_pp_sample,
+    dpm_solver_sample as dpm_solver_sample,
+)
 from ._edm import edm_sample as edm_sample
 from ._langevin import (
     annealed_langevin as annealed_langevin,
