@@ -108,19 +108,6 @@ def without_runtime_type_checking():
         jaxtyping.config.update("jaxtyping_disable", False)
 
 
-def counting(fn):
-    """`fn` wrapped to count its calls as they run (inside jit and loops too);
-    returns the wrapper and the list the calls are recorded in. Read the list
-    after `jax.effects_barrier()`."""
-    calls = []
-
-    def wrapped(*args):
-        jax.debug.callback(lambda: calls.append(1))
-        return fn(*args)
-
-    return wrapped, calls
-
-
 def gaussian_flow_map(mean, cov, path, x, t_from, t_to):
     """The exact probability-flow map between times of a Gaussian path for data
     N(mean, cov): x_s = alpha_s mu + C_s C_t^{-1} (x_t - alpha_t mu), with

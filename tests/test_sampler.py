@@ -15,7 +15,6 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
-    counting,
     gaussian_flow_map,
     random_mixture,
     RUNTIME_ERRORS,
@@ -45,33 +44,34 @@ def ncsn_model(x, sigma):
 
 SIGMAS = scorax.geometric_sigmas(sigma_min=0.01, sigma_max=20.0, num_levels=10)
 
-# Each sampler as (start, key) -> SampleResult, with the exact model in a
-# different parameterisation each, so that conversions are exercised too. The
+# Each sampler as (start kind, exact model, (model, start, key) -> SampleResult),
+# with the exact model in a different parameterisation each, so that conversions
+# are exercised too. The
 # step counts are ones where the discretisation error is far below the noise
 # floor of NUM samples.
 SAMPLERS = {
     "langevin": (
         "data",
-        lambda x, key: scorax.langevin(
-            MIXTURE.score, x, key=key, step_size=1e-3, num_steps=200
-        ),
+        MIXTURE.score,
+        lambda m, x, key: scorax.langevin(m, x, key=key, step_size=1e-3, num_steps=200),
     ),
     "annealed_langevin": (
         "uniform",
-        lambda x, key: scorax.annealed_langevin(
-            ncsn_model, SIGMAS, x, key=key, step_size=1e-4, steps_per_level=100
+        ncsn_model,
+        lambda m, x, key: scorax.annealed_langevin(
+            m, SIGMAS, x, key=key, step_size=1e-4, steps_per_level=100
         ),
     ),
     "ddpm_beta": (
         "normal",
-        lambda x, key: scorax.ddpm_sample(
-            exact(SCHEDULE.path, scorax.NoisePrediction()), SCHEDULE, x, key=key
-        ),
+        exact(SCHEDULE.path, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.ddpm_sample(m, SCHEDULE, x, key=key),
     ),
     "ddpm_posterior": (
         "normal",
-        lambda x, key: scorax.ddpm_sample(
-            exact(SCHEDULE.path, scorax.DataPrediction()),
+        exact(SCHEDULE.path, scorax.DataPrediction()),
+        lambda m, x, key: scorax.ddpm_sample(
+            m,
             SCHEDULE,
             x,
             key=key,
@@ -81,14 +81,14 @@ SAMPLERS = {
     ),
     "ddim": (
         "normal",
-        lambda x, key: scorax.ddim_sample(
-            exact(SCHEDULE.path, scorax.NoisePrediction()), SCHEDULE, x, num_steps=200
-        ),
+        exact(SCHEDULE.path, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.ddim_sample(m, SCHEDULE, x, num_steps=200),
     ),
     "ddim_eta": (
         "normal",
-        lambda x, key: scorax.ddim_sample(
-            exact(SCHEDULE.path, scorax.NoisePrediction()),
+        exact(SCHEDULE.path, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.ddim_sample(
+            m,
             SCHEDULE,
             x,
             num_steps=500,
@@ -98,14 +98,14 @@ SAMPLERS = {
     ),
     "reverse_sde_euler": (
         "prior",
-        lambda x, key: scorax.reverse_sde_sample(
-            exact(VP, scorax.NoisePrediction()), VP, x, key=key
-        ),
+        exact(VP, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.reverse_sde_sample(m, VP, x, key=key),
     ),
     "reverse_sde_shark": (
         "prior",
-        lambda x, key: scorax.reverse_sde_sample(
-            exact(VP, scorax.VelocityPrediction()),
+        exact(VP, scorax.VelocityPrediction()),
+        lambda m, x, key: scorax.reverse_sde_sample(
+            m,
             VP,
             x,
             key=key,
@@ -116,8 +116,9 @@ SAMPLERS = {
     ),
     "reverse_sde_adaptive": (
         "prior",
-        lambda x, key: scorax.reverse_sde_sample(
-            exact(VP),
+        exact(VP),
+        lambda m, x, key: scorax.reverse_sde_sample(
+            m,
             VP,
             x,
             key=key,
@@ -129,8 +130,9 @@ SAMPLERS = {
     ),
     "probability_flow": (
         "prior",
-        lambda x, key: scorax.probability_flow_sample(
-            exact(VP, scorax.VelocityPrediction()),
+        exact(VP, scorax.VelocityPrediction()),
+        lambda m, x, key: scorax.probability_flow_sample(
+            m,
             VP,
             x,
             parameterisation=scorax.VelocityPrediction(),
@@ -138,8 +140,9 @@ SAMPLERS = {
     ),
     "predictor_corrector": (
         "prior",
-        lambda x, key: scorax.predictor_corrector_sample(
-            exact(VP, scorax.DataPrediction()),
+        exact(VP, scorax.DataPrediction()),
+        lambda m, x, key: scorax.predictor_corrector_sample(
+            m,
             VP,
             x,
             key=key,
@@ -150,8 +153,9 @@ SAMPLERS = {
     ),
     "predictor_corrector_ve": (
         "prior_ve",
-        lambda x, key: scorax.predictor_corrector_sample(
-            exact(VE, scorax.NoisePrediction()),
+        exact(VE, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.predictor_corrector_sample(
+            m,
             VE,
             x,
             key=key,
@@ -161,8 +165,9 @@ SAMPLERS = {
     ),
     "edm": (
         "prior_edm",
-        lambda x, key: scorax.edm_sample(
-            exact(scorax.EDMPath(), scorax.DataPrediction()),
+        exact(scorax.EDMPath(), scorax.DataPrediction()),
+        lambda m, x, key: scorax.edm_sample(
+            m,
             scorax.EDMPath(),
             x,
             num_steps=40,
@@ -171,8 +176,9 @@ SAMPLERS = {
     ),
     "edm_churn_vp": (
         "prior",
-        lambda x, key: scorax.edm_sample(
-            exact(VP, scorax.NoisePrediction()),
+        exact(VP, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.edm_sample(
+            m,
             VP,
             x,
             num_steps=40,
@@ -182,8 +188,9 @@ SAMPLERS = {
     ),
     "dpm_solver_3_cosine": (
         "prior_cosine",
-        lambda x, key: scorax.dpm_solver_sample(
-            exact(COSINE, scorax.VelocityPrediction()),
+        exact(COSINE, scorax.VelocityPrediction()),
+        lambda m, x, key: scorax.dpm_solver_sample(
+            m,
             COSINE,
             x,
             num_steps=10,
@@ -194,8 +201,9 @@ SAMPLERS = {
     ),
     "dpm_solver_pp_3m_unic_ddpm": (
         "normal",
-        lambda x, key: scorax.dpm_solver_pp_sample(
-            exact(SCHEDULE.path, scorax.DataPrediction()),
+        exact(SCHEDULE.path, scorax.DataPrediction()),
+        lambda m, x, key: scorax.dpm_solver_pp_sample(
+            m,
             SCHEDULE,
             x,
             num_steps=25,
@@ -206,8 +214,9 @@ SAMPLERS = {
     ),
     "dpm_solver_pp_2m_sde": (
         "prior",
-        lambda x, key: scorax.dpm_solver_pp_sample(
-            exact(VP, scorax.NoisePrediction()),
+        exact(VP, scorax.NoisePrediction()),
+        lambda m, x, key: scorax.dpm_solver_pp_sample(
+            m,
             VP,
             x,
             num_steps=100,
@@ -217,8 +226,9 @@ SAMPLERS = {
     ),
     "dpm_solver_pp_2m_sde_ddpm": (
         "normal",
-        lambda x, key: scorax.dpm_solver_pp_sample(
-            exact(SCHEDULE.path, scorax.DataPrediction()),
+        exact(SCHEDULE.path, scorax.DataPrediction()),
+        lambda m, x, key: scorax.dpm_solver_pp_sample(
+            m,
             SCHEDULE,
             x,
             num_steps=100,
@@ -248,89 +258,17 @@ def starts(kind: str, num: int):
     return jax.vmap(lambda k: path.prior_sample(key=k, shape=(2,)))(jr.split(key, num))
 
 
-@pytest.fixture(scope="module")
-def reference():
-    """What NUM exact samples look like: the two-sample noise floor of the sliced
-    Wasserstein distance (its mean and standard deviation over 30 pairs of fresh
-    draws), and the mixture's first and second moments with the standard
-    deviation of each, from 200,000 fresh draws."""
-    keys = jr.split(jr.key(3), 30)
-
-    def distance(key):
-        a_key, b_key = jr.split(key)
-        a = MIXTURE.sample(key=a_key, sample_shape=(NUM,))
-        b = MIXTURE.sample(key=b_key, sample_shape=(NUM,))
-        return scorax.sliced_wasserstein(a, b, key=jr.key(4))
-
-    values = jax.vmap(distance)(keys)
-    many = MIXTURE.sample(key=jr.key(5), sample_shape=(200_000,))
-    moments = jax.vmap(moment_statistics)(many)
-    return {
-        "floor": (float(jnp.mean(values)), float(jnp.std(values, ddof=1))),
-        "moments": (jnp.mean(moments, 0), jnp.std(moments, 0)),
-    }
-
-
-def moment_statistics(x):
-    """x_1, x_2, x_1^2, x_1 x_2, x_2^2 of one 2-D point."""
-    return jnp.concatenate([x, (x[:, None] * x[None, :])[jnp.triu_indices(2)]])
-
-
-def assert_like_the_data(samples, reference):
-    """NUM samples agree with the mixture: sliced Wasserstein distance to fresh data
-    within 5 standard deviations of the noise floor, and every first and second
-    moment within 5 standard errors."""
-    fresh = MIXTURE.sample(key=jr.key(13), sample_shape=(NUM,))
-    distance = float(scorax.sliced_wasserstein(samples, fresh, key=jr.key(4)))
-    mean, std = reference["floor"]
-    assert distance <= mean + 5 * std, ("sliced Wasserstein", distance, mean, std)
-    expected, spread = reference["moments"]
-    observed = jnp.mean(jax.vmap(moment_statistics)(samples), 0)
-    z = np.asarray(jnp.abs(observed - expected) / (spread / NUM**0.5))
-    assert np.all(z <= 5), ("moments off by this many standard errors", z)
-
-
 @pytest.mark.parametrize("name", list(SAMPLERS))
-def test_sampler_with_exact_score_reaches_the_data(name, reference):
-    """Fed the exact score, each sampler's samples are statistically
-    indistinguishable from the data at NUM samples. Every sampler runs under
-    `jit(vmap(...))`."""
-    kind, sampler = SAMPLERS[name]
-    x = starts(kind, NUM)
-    keys = jr.split(jr.key(12), NUM)
-    result = jax.jit(jax.vmap(sampler, axis_name="batch"))(x, keys)
-    assert_like_the_data(result.sample, reference)
-    assert result.sample.shape == x.shape
-    assert result.num_evaluations.shape == (NUM,)
-    assert result.trajectory is None and result.times is None
-
-
-@pytest.mark.parametrize(
-    "wrong, check",
-    [
-        # Stopped at t = 0.2 without denoising: the data blurred by noise of scale
-        # 0.45 (the moments see it).
-        ({"t_min": 0.2, "denoise": False}, "moments"),
-        # A score 20% too small: samples too spread (both checks see it).
-        ({"scale": 0.8}, "sliced Wasserstein"),
-    ],
-)
-def test_the_statistical_check_can_fail(wrong, check, reference):
-    scale = wrong.pop("scale", 1.0)
-    model = exact(VP)
-    result = jax.jit(
-        jax.vmap(
-            lambda x: scorax.probability_flow_sample(
-                lambda x, t: scale * model(x, t),
-                VP,
-                x,
-                parameterisation=scorax.ScorePrediction(),
-                **wrong,
-            )
-        )
-    )(starts("prior", NUM))
-    with pytest.raises(AssertionError, match=check):
-        assert_like_the_data(result.sample, reference)
+def test_sampler_with_exact_score_reaches_the_data(name):
+    """scorax.testing.check_sampler: fed the exact score, each sampler's NUM
+    samples are statistically indistinguishable from the data (sliced Wasserstein
+    distance within 5 standard deviations of the two-sample noise floor, every
+    first and second moment within 5 standard errors of its exact value), under
+    `jit(vmap(...))`, and it reports exactly the model evaluations it made."""
+    kind, model, sampler = SAMPLERS[name]
+    scorax.testing.check_sampler(
+        sampler, model, starts(kind, NUM), MIXTURE, key=jr.key(12)
+    )
 
 
 def test_langevin_leaves_its_discrete_stationary_law_invariant():
@@ -468,22 +406,20 @@ def solver_id(pair):
     return f"{type(pair[0]).__name__}-{type(pair[1]).__name__}"
 
 
-def count(run, model):
-    """Run `run(wrapped_model)` under jit and return (reported, made) counts."""
-    wrapped, calls = counting(model)
-    result = jax.jit(lambda: run(wrapped))()
-    jax.block_until_ready(result)
-    jax.effects_barrier()
-    return int(result.num_evaluations), len(calls)
+def check_count(run, model, x):
+    """scorax.testing.check_evaluation_count: `run(model, x)` under jit reports
+    the model evaluations it made, counted as they run."""
+    scorax.testing.check_evaluation_count(
+        lambda m, x, key: run(m, x), model, x[None], num_counted=1
+    )
 
 
 @pytest.mark.parametrize(
     "solver, controller", ODE_SOLVERS, ids=[solver_id(p) for p in ODE_SOLVERS]
 )
 def test_probability_flow_counts_its_evaluations(solver, controller):
-    x = VP.prior_sample(key=jr.key(0), shape=(2,))
-    reported, made = count(
-        lambda model: scorax.probability_flow_sample(
+    check_count(
+        lambda model, x: scorax.probability_flow_sample(
             model,
             VP,
             x,
@@ -493,17 +429,16 @@ def test_probability_flow_counts_its_evaluations(solver, controller):
             parameterisation=scorax.ScorePrediction(),
         ),
         exact(VP),
+        VP.prior_sample(key=jr.key(0), shape=(2,)),
     )
-    assert reported == made > 20
 
 
 @pytest.mark.parametrize(
     "solver, controller", SDE_SOLVERS, ids=[solver_id(p) for p in SDE_SOLVERS]
 )
 def test_reverse_sde_counts_its_evaluations(solver, controller):
-    x = VP.prior_sample(key=jr.key(0), shape=(2,))
-    reported, made = count(
-        lambda model: scorax.reverse_sde_sample(
+    check_count(
+        lambda model, x: scorax.reverse_sde_sample(
             model,
             VP,
             x,
@@ -514,8 +449,8 @@ def test_reverse_sde_counts_its_evaluations(solver, controller):
             parameterisation=scorax.ScorePrediction(),
         ),
         exact(VP),
+        VP.prior_sample(key=jr.key(0), shape=(2,)),
     )
-    assert reported == made > 20
 
 
 LOOP_SAMPLERS = {
@@ -560,8 +495,11 @@ LOOP_SAMPLERS = {
 
 @pytest.mark.parametrize("name", list(LOOP_SAMPLERS))
 def test_loop_samplers_count_their_evaluations(name):
-    reported, made = count(LOOP_SAMPLERS[name], exact(VP, scorax.NoisePrediction()))
-    assert reported == made > 0
+    check_count(
+        lambda model, x: LOOP_SAMPLERS[name](model),
+        exact(VP, scorax.NoisePrediction()),
+        jnp.zeros(2),
+    )
 
 
 # --- Trajectories. ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Key, PRNGKeyArray
 
 from .._metric import sliced_wasserstein
 from .._misc import check_count
@@ -314,7 +314,8 @@ def check_evaluation_count(
     The model is wrapped so that every call is counted as it runs (a
     `jax.debug.callback`, so calls inside `jax.jit`, `lax.scan` and Diffrax's
     loops count, and calls in branches not taken do not). For each of the first
-    `num_counted` starting points, the sampler runs once under `jax.jit`, and its
+    `num_counted` starting points, the sampler runs once under `jax.jit`, as a
+    batch of one under `jax.vmap` with the axis name `"batch"`, and its
     [`SampleResult`][scorax.SampleResult]'s `num_evaluations` must equal the
     count exactly; it must also return a sample shaped like its start.
 
@@ -336,13 +337,16 @@ def check_evaluation_count(
     name = "scorax.testing.check_evaluation_count"
     calls: list = []
     counted = _counting(model, calls)
-    run = jax.jit(lambda x, k: sampler(counted, x, k))
+    # A batch of one under the vmap axis "batch", as check_sampler runs it, so
+    # that samplers averaging over that axis run too.
+    run = jax.jit(jax.vmap(lambda x, k: sampler(counted, x, k), axis_name="batch"))
     keys = jr.split(_key(key), num_counted)
     for i in range(min(num_counted, start.shape[0])):
         calls.clear()
-        result = run(start[i], keys[i])
+        result = run(start[i : i + 1], keys[i : i + 1])
         jax.block_until_ready(result)
         jax.effects_barrier()
+        result = jax.tree.map(lambda leaf: leaf[0], result)
         if not isinstance(result, SampleResult):
             fail(
                 name,
@@ -390,6 +394,31 @@ def exact_moments(mixture: GaussianMixture) -> Float[Array, " moments"]:
         mixture.covs + mixture.means[:, :, None] * mixture.means[:, None, :],
     )
     return jnp.concatenate([means, second[jnp.triu_indices(mixture.dim)]])
+
+
+@eqx.filter_jit
+def _noise_floor(
+    target: GaussianMixture, keys: Key[Array, " pairs"], sw_key: PRNGKeyArray, n: int
+) -> Array:
+    """Sliced Wasserstein distances between pairs of fresh samples of size `n`
+    (one compiled program per mixture shape and `n`)."""
+
+    def fresh_pair(key):
+        a_key, b_key = jr.split(key)
+        return sliced_wasserstein(
+            target.sample(key=a_key, sample_shape=(n,)),
+            target.sample(key=b_key, sample_shape=(n,)),
+            key=sw_key,
+        )
+
+    return jax.vmap(fresh_pair)(keys)
+
+
+@eqx.filter_jit
+def _moment_spread(target: GaussianMixture, key: PRNGKeyArray) -> Array:
+    """The standard deviation of each moment statistic, from 100,000 draws."""
+    reference = target.sample(key=key, sample_shape=(100_000,))
+    return jnp.std(jax.vmap(_moment_statistics)(reference), 0)
 
 
 def check_sampler(
@@ -474,21 +503,12 @@ def check_sampler(
         fail(name, "every sample is finite", [("got", "NaN or inf in the samples")])
     samples = samples.astype(target.means.dtype)
 
-    def distance(a, b):
-        return sliced_wasserstein(a, b, key=sw_key)
-
-    def fresh_pair(k):
-        a_key, b_key = jr.split(k)
-        return distance(
-            target.sample(key=a_key, sample_shape=(n,)),
-            target.sample(key=b_key, sample_shape=(n,)),
-        )
-
     floor = np.asarray(
-        jax.jit(jax.vmap(fresh_pair))(jr.split(floor_key, num_noise_floor))
+        _noise_floor(target, jr.split(floor_key, num_noise_floor), sw_key, n)
     )
     floor_mean, floor_sd = float(np.mean(floor)), float(np.std(floor, ddof=1))
-    observed = float(distance(samples, target.sample(key=fresh_key, sample_shape=(n,))))
+    fresh = target.sample(key=fresh_key, sample_shape=(n,))
+    observed = float(sliced_wasserstein(samples, fresh, key=sw_key))
     bound = floor_mean + num_standard_errors * floor_sd
     if not observed <= bound:
         fail(
@@ -511,14 +531,14 @@ def check_sampler(
                 ),
             ],
         )
-    reference = target.sample(key=moment_key, sample_shape=(100_000,))
-    spread = np.asarray(jnp.std(jax.vmap(_moment_statistics)(reference), 0))
     assert_close(
         name,
         "the samples' first and second moments equal the target's (closed form)",
         actual=np.asarray(jnp.mean(jax.vmap(_moment_statistics)(samples), 0)),
         expected=np.asarray(exact_moments(target)),
-        tolerance=num_standard_errors * spread / np.sqrt(n),
+        tolerance=num_standard_errors
+        * np.asarray(_moment_spread(target, moment_key))
+        / np.sqrt(n),
         where=[f"{moment}, over {n} samples" for moment in _moment_names(target.dim)],
         tolerance_source=f"{_sigmas(num_standard_errors)} of the sample moment "
         "(its spread from 100,000 fresh draws)",
