@@ -314,9 +314,12 @@ def check_evaluation_count(
     The model is wrapped so that every call is counted as it runs (a
     `jax.debug.callback`, so calls inside `jax.jit`, `lax.scan` and Diffrax's
     loops count, and calls in branches not taken do not). For each of the first
-    `num_counted` starting points, the sampler runs once under `jax.jit`, and its
-    [`SampleResult`][scorax.SampleResult]'s `num_evaluations` must equal the
-    count exactly; it must also return a sample shaped like its start.
+    `num_counted` starting points, the sampler runs once under `jax.jit`, as a
+    batch of one under `jax.vmap(..., axis_name="batch")` (so a sampler that
+    averages over that axis, as [`check_sampler`][scorax.testing.check_sampler]
+    allows, runs too), and its [`SampleResult`][scorax.SampleResult]'s
+    `num_evaluations` must equal the count exactly; it must also return a sample
+    shaped like its start.
 
     **Arguments:**
 
@@ -336,11 +339,11 @@ def check_evaluation_count(
     name = "scorax.testing.check_evaluation_count"
     calls: list = []
     counted = _counting(model, calls)
-    run = jax.jit(lambda x, k: sampler(counted, x, k))
+    run = jax.jit(jax.vmap(lambda x, k: sampler(counted, x, k), axis_name="batch"))
     keys = jr.split(_key(key), num_counted)
     for i in range(min(num_counted, start.shape[0])):
         calls.clear()
-        result = run(start[i], keys[i])
+        result = run(start[i : i + 1], keys[i : i + 1])
         jax.block_until_ready(result)
         jax.effects_barrier()
         if not isinstance(result, SampleResult):
@@ -349,6 +352,7 @@ def check_evaluation_count(
                 "the sampler returns a scorax.SampleResult",
                 [("got", type(result).__name__)],
             )
+        result = jax.tree.map(lambda leaf: leaf[0], result)
         if result.sample.shape != start.shape[1:]:
             fail(
                 name,
