@@ -12,11 +12,12 @@ whose diffused score is known exactly), draws samples with two samplers
   beside the learned one);
 - `loss.png`: the training loss per step and its moving average;
 - with `--conditional` (the mixture, whose classes are its components, or the
-  two moons), a class-conditional model trained with label dropout 0.2, and
-  `conditional.png`: per class, samples with classifier-free guidance
-  ([`classifier_free_guidance`][scorax.classifier_free_guidance]) at the first
-  weight of `--guidance` over fresh data of that class, and a row across the
-  guidance weights;
+  two moons), the model is class-conditional, trained with label dropout 0.2
+  (the other outputs read it with the null label, as the unconditional model),
+  and `conditional.png` shows per class the samples with classifier-free
+  guidance ([`classifier_free_guidance`][scorax.classifier_free_guidance]) at
+  the first weight of `--guidance` over fresh data of that class, and a row
+  across the guidance weights;
 - `summary.json`, with the keys
     - `scorax_version`, `options` (every option used), `backend` (JAX's),
     - `final_loss`: the mean batch loss over the last 10% of the steps,
@@ -32,9 +33,11 @@ whose diffused score is known exactly), draws samples with two samplers
     - `conditional`: with `--conditional`, the `sampler` used (the first of
       `--sampler`), `label_dropout`, `noise_floor` per class and a list
       `samples` of `{label, weight, sliced_wasserstein, class_posterior,
-      num_evaluations}`: the distance to fresh data of the class and, for the
-      mixture, the mean exact class posterior $\mathbb{E}[p(y \mid x)]$ of the
-      samples (`null` otherwise); `null` without `--conditional`,
+      num_evaluations}`: the distance to fresh data of the class, for the
+      mixture the mean exact class posterior $\mathbb{E}[p(y \mid x)]$ of the
+      samples (`null` otherwise), and the guided model's evaluations per sample
+      (each runs the network on the class and the null label at once); `null`
+      without `--conditional`,
     - `wall_time_s`: `total` and one entry per phase,
     - `files`: the files written.
 
@@ -103,8 +106,7 @@ _sampler = _parsed(str, SAMPLERS.__contains__, f"one of {', '.join(SAMPLERS)}")
 class _Formatter(
     argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
 ):
-    """Show defaults (except for flags and options without one) and keep the
-    hand-wrapped description and epilog."""
+    """Defaults shown (not for flags), the hand-wrapped description kept."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or isinstance(action.default, bool):
@@ -127,11 +129,11 @@ data set, draw samples with two samplers, and write to the output folder:
   loss.png         the training loss
   conditional.png  with --conditional: per class, guided samples over fresh
                    data of the class, and a row across the guidance weights
-  summary.json     final loss, sliced Wasserstein distance to fresh data and
-                   model evaluations per sampler, Fisher divergence to the exact
-                   score (mixture only), per class and weight with --conditional,
-                   wall times, options, version
-About a minute on a two-core CPU with the defaults, two with --conditional."""
+  summary.json     final loss; per sampler, the sliced Wasserstein distance to
+                   fresh data and model evaluations; the Fisher divergence to the
+                   exact score (mixture); per class and guidance weight (with
+                   --conditional); wall times, options, version
+About a minute on a two-core CPU with the defaults."""
 
 EXAMPLES = """\
 examples:
@@ -235,8 +237,7 @@ def demo_options(namespace: argparse.Namespace) -> DemoOptions:
 
 
 def check_combination(options: DemoOptions, guidance: bool = False) -> str | None:
-    """A message if the options do not fit together (argparse cannot see this);
-    `guidance`: whether `--guidance` was given."""
+    """A message if the options do not fit together (`guidance`: given or not)."""
     for name in options.samplers:
         try:
             get_sampler(name, PATHS[options.path](), num_steps=options.sampler_steps)

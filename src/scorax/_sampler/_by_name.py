@@ -24,6 +24,10 @@ Sampler: TypeAlias = Callable[[Any, Float[Array, "*shape"], PRNGKeyArray], Sampl
 # Where a path has alpha(1) = 0, its SDE and log-SNR diverge at t = 1: the
 # samplers start from this time instead.
 T_MAX_ALPHA_ZERO = 0.99
+# The samplers of the discrete DDPM schedule, a view of VPPath.
+_SCHEDULE_SAMPLERS = ("ddim", "ddpm")
+# The adaptive ode sampler's first step is (t_max - t_min) / this.
+_ADAPTIVE_FIRST_STEPS = 50
 
 
 class _Settings(NamedTuple):
@@ -209,10 +213,6 @@ SAMPLERS: dict[str, _Entry] = {
         _dpm_pp(order=2, stochastic=True),
     ),
 }
-# Samplers of the discrete DDPM schedule, which is a view of a VPPath.
-_SCHEDULE_SAMPLERS = ("ddim", "ddpm")
-# The number of steps that sets the first step of the adaptive ode sampler.
-_ADAPTIVE_FIRST_STEPS = 50
 
 
 def get_sampler(
