@@ -80,6 +80,10 @@ def test_top_level_help_and_version(capsys):
         (["demo", "--learning-rate", "nan"], "--learning-rate"),
         (["demo", "--sampler", "sde,euler"], "--sampler"),
         (["demo", "--sampler", "ddim", "--path", "ve"], "--sampler"),
+        (["demo", "--sampler", "ddpm", "--sampler-steps", "4"], "--sampler-steps"),
+        (["demo", "--conditional", "--dataset", "rings"], "--conditional"),
+        (["demo", "--guidance", "1,2"], "--guidance"),
+        (["demo", "--conditional", "--guidance", "0,-1"], "--guidance"),
         (["demo", "--no-such-option"], "--no-such-option"),
     ],
 )
@@ -141,9 +145,11 @@ def test_tiny_demo_writes_plots_and_summary(capsys, tmp_path):
         "samplers",
         "sliced_wasserstein_noise_floor",
         "fisher_divergence",
+        "conditional",
         "wall_time_s",
         "files",
     }
+    assert summary["conditional"] is None
     assert summary["scorax_version"] == scorax.__version__
     assert summary["options"]["steps"] == 20
     assert summary["options"]["samplers"] == ["sde", "ode"]
@@ -163,19 +169,61 @@ def test_tiny_demo_writes_plots_and_summary(capsys, tmp_path):
     assert _finite_numbers(summary)
 
 
-def test_option_combinations_and_sampler_ranges():
+@pytest.mark.parametrize(
+    ("dataset", "plots"), [("gaussian_mixture", True), ("two_moons", False)]
+)
+def test_tiny_conditional_demo_samples_each_class_at_each_weight(
+    capsys, tmp_path, dataset, plots
+):
+    """--conditional trains a class-conditional model and reports, per class and
+    guidance weight, the distance to fresh data of the class and (mixture only)
+    the mean exact class posterior; conditional.png shows them."""
+    output = tmp_path / dataset
+    argv = ["demo", *TINY, "--conditional", "--guidance", "0,3", "--sampler", "edm"]
+    argv += ["--dataset", dataset, "--output", str(output)]
+    assert _cli.main(argv + ([] if plots else ["--no-plots"])) == 0
+    printed = capsys.readouterr().out
+    assert "class 1, guidance 3" in printed
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["options"]["conditional"] is True
+    assert summary["options"]["guidance"] == [0.0, 3.0]
+    conditional = summary["conditional"]
+    assert conditional["sampler"] == "edm" and conditional["label_dropout"] == 0.2
+    assert set(conditional["noise_floor"]) == {"0", "1"}
+    pairs = [(entry["label"], entry["weight"]) for entry in conditional["samples"]]
+    assert pairs == [(0, 0.0), (0, 3.0), (1, 0.0), (1, 3.0)]
+    for entry in conditional["samples"]:
+        assert set(entry) == {
+            "label",
+            "weight",
+            "sliced_wasserstein",
+            "class_posterior",
+            "num_evaluations",
+        }
+        assert entry["sliced_wasserstein"] >= 0
+        assert entry["num_evaluations"] == 4 * 2 - 1  # edm, 4 steps
+        if dataset == "gaussian_mixture":
+            assert 0 <= entry["class_posterior"] <= 1
+        else:
+            assert entry["class_posterior"] is None
+    if plots:
+        png = (output / "conditional.png").read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and "conditional.png" in summary["files"]
+    else:
+        assert summary["files"] == ["summary.json"]
+    assert "conditional" in summary["wall_time_s"]
+    assert _finite_numbers(summary)
+
+
+def test_option_combinations():
     ok = _cli.DemoOptions(samplers=("ddim", "ddpm"), path="vp")
     assert _cli.check_combination(ok) is None
     wrong = _cli.DemoOptions(samplers=("sde", "ddpm"), path="edm")
     message = _cli.check_combination(wrong)
-    assert message is not None and "--path vp" in message
-    # Paths with alpha(1) = 0 stop short of t = 1, where their SDE diverges.
-    assert _cli.sampling_range(scorax.LinearPath())[1] < 1
-    assert _cli.sampling_range(scorax.CosinePath())[1] < 1
-    assert _cli.sampling_range(scorax.VPPath()) == (_cli.T_MIN, 1.0)
+    assert message is not None and "--sampler" in message and "VPPath" in message
     for name in _cli.PATHS:  # every path reaches each noise level of the report
         path = _cli.PATHS[name]()
-        times = [_cli.noise_to_signal_time(path, r) for r in _cli.NOISE_TO_SIGNAL]
+        times = [path.inverse_noise_to_signal(r) for r in _cli.NOISE_TO_SIGNAL]
         assert all(0 < t < 1 for t in times) and times == sorted(times)
 
 
@@ -215,25 +263,3 @@ def test_runtime_checks_of_traced_code_exit_1(capsys, monkeypatch):
     monkeypatch.setattr(_cli, "run_demo", bug)
     with pytest.raises(KeyError):
         _cli.main(["demo"])
-
-
-@pytest.mark.parametrize(
-    "name", ["dpm1", "dpm2", "dpm3", "dpm2m", "dpm3m", "dpm3m-unic", "dpm2m-sde"]
-)
-def test_exponential_integrators_run_on_every_path(name):
-    """The DPM-Solver names of --sampler build a sampler that runs on each path
-    (paths with alpha(1) = 0 stop short of t = 1) and spends the evaluations its
-    order and step count say."""
-    options = _cli.DemoOptions(samplers=(name,), sampler_steps=2)
-    order = {"dpm1": 1, "dpm2": 2, "dpm3": 3}.get(name, 1)
-    for path_name in ("vp", "linear"):
-        path = _cli.PATHS[path_name]()
-        sampler, prior = _cli.make_sampler(
-            name, options, path, scorax.NoisePrediction()
-        )
-        result = eqx.filter_jit(sampler)(
-            lambda x, t: 0.5 * x, jnp.ones(2), jax.random.key(0)
-        )
-        assert bool(jnp.all(jnp.isfinite(result.sample)))
-        assert int(result.num_evaluations) == 2 * order + 1  # and the denoising step
-        assert prior is path

@@ -119,3 +119,82 @@ def test_bad_metric_arguments_raise(call, match):
         call(jnp.ones((4, 2)))
     with without_runtime_type_checking(), pytest.raises(ValueError, match=match):
         call(jnp.ones((4, 2)))
+
+
+MIXTURE = scorax.datasets.gaussian_mixture()
+TIMES = jnp.array([0.05, 0.3, 0.9], jnp.float64)
+
+
+def _mixture64():
+    return scorax.GaussianMixture(
+        MIXTURE.means.astype(jnp.float64),
+        MIXTURE.covs.astype(jnp.float64),
+        MIXTURE.weights.astype(jnp.float64),
+    )
+
+
+@pytest.mark.parametrize(
+    "parameterisation", [scorax.ScorePrediction(), scorax.NoisePrediction()]
+)
+def test_fisher_divergence_by_time_of_a_shifted_score_is_the_shift(
+    key, parameterisation
+):
+    """A model whose score is the exact diffused score plus a constant c, given in
+    any parameterisation: D(t) = |c|^2 at every time, and R(t) = |c|^2 / the mean
+    squared exact score on the same draws of x_t (one key per time, split from
+    `key`), computed here by hand."""
+    mixture, path = _mixture64(), scorax.VPPath()
+    shift = jnp.array([0.3, -0.4], jnp.float64)
+    exact = scorax.testing.ExactModel(mixture, path)
+
+    def model(x, t):
+        score = exact(x, t) + shift
+        return scorax.convert(
+            path, score, x, t, source=scorax.ScorePrediction(), target=parameterisation
+        )
+
+    divergence, relative = scorax.fisher_divergence_by_time(
+        model,
+        path,
+        mixture,
+        TIMES,
+        key=key,
+        num_samples=500,
+        parameterisation=parameterisation,
+    )
+    assert divergence.shape == relative.shape == TIMES.shape
+    assert_allclose(divergence, jnp.sum(shift**2), rtol=1e-10)
+    for t, k, value in zip(TIMES, jr.split(key, TIMES.shape[0]), relative, strict=True):
+        marginal = mixture.marginal(path, t)
+        points = marginal.sample(key=k, sample_shape=(500,))
+        scale = jnp.mean(jnp.sum(jax.vmap(marginal.score)(points) ** 2, axis=-1))
+        assert_allclose(value, jnp.sum(shift**2) / scale, rtol=1e-10)
+
+
+def test_fisher_divergence_by_time_is_zero_for_the_exact_score_and_one_for_zero(key):
+    """R(t) = 0 for the exact model and R(t) = 1 for the zero score, whose
+    divergence is the denominator itself; on every kind of path."""
+    mixture = _mixture64()
+    for path in (scorax.VPPath(), scorax.VEPath(), scorax.LinearPath()):
+        exact = scorax.testing.ExactModel(mixture, path, scorax.NoisePrediction())
+        divergence, relative = scorax.fisher_divergence_by_time(
+            exact, path, mixture, TIMES, key=key, num_samples=200
+        )
+        assert jnp.all(divergence <= 1e-20) and jnp.all(relative <= 1e-20)
+        _, relative = scorax.fisher_divergence_by_time(
+            lambda x, t: jnp.zeros_like(x),
+            path,
+            mixture,
+            TIMES,
+            key=key,
+            num_samples=200,
+            parameterisation=scorax.ScorePrediction(),
+        )
+        assert_allclose(relative, 1.0, rtol=1e-14)
+
+
+def test_fisher_divergence_by_time_names_a_bad_sample_count(key):
+    with pytest.raises(ValueError, match="`num_samples` must be an integer >= 1"):
+        scorax.fisher_divergence_by_time(
+            lambda x, t: x, scorax.VPPath(), MIXTURE, TIMES, key=key, num_samples=0
+        )

@@ -172,3 +172,26 @@ def test_geometric_sigmas_are_ve_levels_largest_first():
     assert_allclose(
         sigmas, jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, 10)), rtol=1e-12
     )
+
+
+@paths
+def test_noise_to_signal_is_sigma_over_alpha_and_inverse_noise_to_signal_inverts_it(
+    path,
+):
+    """sigma / alpha = exp(-log_snr / 2), and the inverse maps it back to t, to the
+    rounding of log_snr in time units (as check_path bounds inverse_log_snr); 0 at
+    the data where sigma(0) = 0 and infinite at the noise where alpha(1) = 0."""
+    ts = jnp.linspace(0.02, 0.98, 9, dtype=jnp.float64)
+    ratio = jax.vmap(path.noise_to_signal)(ts)
+    log_snr = jax.vmap(path.log_snr)(ts)
+    rtol = RTOL[jnp.float64]
+    assert_allclose(
+        ratio, jax.vmap(path.sigma)(ts) / jax.vmap(path.alpha)(ts), rtol=rtol
+    )
+    condition = 1 + jnp.abs(log_snr)  # exp amplifies the rounding of its argument
+    assert jnp.all(jnp.abs(jnp.exp(-log_snr / 2) - ratio) <= rtol * condition * ratio)
+    slope = jnp.abs(jax.vmap(jax.grad(path.log_snr))(ts))
+    error = jnp.abs(jax.vmap(path.inverse_noise_to_signal)(ratio) - ts)
+    assert jnp.all(error <= rtol * ((1 + jnp.abs(log_snr)) / slope + 1))
+    assert (path.noise_to_signal(0.0) == 0) == (path.sigma(0.0) == 0)
+    assert (path.noise_to_signal(1.0) == jnp.inf) == (path.alpha(1.0) == 0)

@@ -20,6 +20,7 @@ from ._likelihood import (
 )
 from ._metric import (
     fisher_divergence as fisher_divergence,
+    fisher_divergence_by_time as fisher_divergence_by_time,
     mmd as mmd,
     sliced_wasserstein as sliced_wasserstein,
 )
@@ -66,6 +67,7 @@ from ._sampler import (
     dpm_solver_pp_sample as dpm_solver_pp_sample,
     dpm_solver_sample as dpm_solver_sample,
     edm_sample as edm_sample,
+    get_sampler as get_sampler,
     langevin as langevin,
     predictor_corrector_sample as predictor_corrector_sample,
     probability_flow_sample as probability_flow_sample,
@@ -121,8 +123,10 @@ __all__ = [
     "exact_trace",
     "explicit_score_matching",
     "fisher_divergence",
+    "fisher_divergence_by_time",
     "fit",
     "geometric_sigmas",
+    "get_sampler",
     "hutchinson_trace",
     "implicit_score_matching",
     "inpaint",

@@ -6,16 +6,22 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._mixture import GaussianMixture
+import scorax
+
+from ._sampler._by_name import SAMPLERS
 
 
 GRID_ARROWS = 21
 GRID_DENSITY = 160
+# The noise-to-signal ratio sigma(t) / alpha(t) at which the score field is drawn.
+PLOT_NOISE_TO_SIGNAL = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,11 +31,11 @@ class ScoreField:
 
     t: float
     learned: Callable[[Array], Array]
-    exact: GaussianMixture | None
+    exact: scorax.GaussianMixture | None
     noised: Float[np.ndarray, "n 2"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as error:
@@ -185,18 +191,98 @@ def plot_loss(
     plt.close(figure)
 
 
+def plot_conditional(
+    plt: Any,
+    file: pathlib.Path,
+    weights: tuple[float, ...],
+    guided: Float[np.ndarray, "classes weights m 2"],
+    fresh: Float[np.ndarray, "n 2"],
+    labels: Int[np.ndarray, " n"],
+) -> None:
+    """Top row: per class, the samples guided at the first weight over fresh data
+    of that class. Bottom row: per guidance weight, the samples of every class
+    (a colour each) over all the fresh data."""
+    num_classes, num_weights = guided.shape[:2]
+    columns = max(num_classes, num_weights)
+    figure, axes = plt.subplots(2, columns, figsize=(3.6 * columns, 7.6))
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    panels = []
+    for y in range(num_classes):
+        title = f"class {y}, w = {weights[0]:g}\nover fresh data of the class"
+        panels.append((axes[0, y], fresh[labels == y], {y: guided[y, 0]}, title))
+    for j, w in enumerate(weights):
+        title = f"guidance weight w = {w:g}\nevery class over all fresh data"
+        panels.append((axes[1, j], fresh, dict(enumerate(guided[:, j])), title))
+    limits = _limits(fresh)
+    for axis, background, groups, title in panels:
+        axis.set_axis_on()
+        axis.scatter(*background.T, s=2, alpha=0.3, color="tab:gray")
+        for y, points in groups.items():
+            axis.scatter(*points.T, s=2, alpha=0.5, color=f"C{y}", label=f"class {y}")
+        if len(groups) > 1:
+            axis.legend(loc="upper left", fontsize=8, markerscale=4)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlim(limits[0], limits[1])
+        axis.set_ylim(limits[2], limits[3])
+        axis.set_aspect("equal")
+    figure.tight_layout()
+    figure.savefig(file, dpi=100)
+    plt.close(figure)
+
+
+@eqx.filter_jit
+def noised(
+    path: scorax.AbstractGaussianPath,
+    data: Float[Array, "n 2"],
+    t: float,
+    *,
+    key: PRNGKeyArray,
+) -> Float[Array, "n 2"]:
+    """The data diffused to time `t`: draws of `x_t`."""
+    keys = jr.split(key, data.shape[0])
+    return jax.vmap(lambda x, k: path.sample(x, t, key=k)[0])(data, keys)
+
+
 def write_plots(
     output: pathlib.Path,
     *,
-    data: Float[np.ndarray, "n 2"],
-    samples: dict[str, Float[np.ndarray, "m 2"]],
+    model: Any,
+    path: scorax.AbstractGaussianPath,
+    parameterisation: scorax.AbstractParameterisation,
+    mixture: scorax.GaussianMixture | None,
+    data: Float[Array, "n 2"],
+    fresh: tuple[Float[Array, "m 2"], Int[Array, " m"]],
+    samples: dict[str, Float[Array, "k 2"]],
     losses: Float[np.ndarray, " steps"],
-    field: ScoreField,
-    titles: dict[str, str],
+    guided: tuple[tuple[float, ...], Float[Array, "classes weights per 2"]] | None,
+    key: PRNGKeyArray,
 ) -> list[str]:
-    """Write `samples.png`, `score_field.png` and `loss.png`; return their names."""
-    plt = _pyplot()
-    plot_samples(plt, output / "samples.png", data, samples, titles)
+    """Write `samples.png`, `score_field.png`, `loss.png` and, given guided
+    samples, `conditional.png`; return their names."""
+    plt = pyplot()
+    points = np.asarray(fresh[0])
+    titles = {name: SAMPLERS[name].description.split(" (")[0] for name in samples}
+    drawn = {name: np.asarray(value) for name, value in samples.items()}
+    plot_samples(plt, output / "samples.png", points, drawn, titles)
+    t = float(path.inverse_noise_to_signal(PLOT_NOISE_TO_SIGNAL))
+    target = scorax.ScorePrediction()
+    field = ScoreField(
+        t=t,
+        learned=lambda x: scorax.convert(
+            path, model(x, t), x, t, source=parameterisation, target=target
+        ),
+        exact=None if mixture is None else mixture.marginal(path, t),
+        noised=np.asarray(noised(path, data, t, key=key)),
+    )
     plot_score_field(plt, output / "score_field.png", field, _limits(field.noised))
     plot_loss(plt, output / "loss.png", losses)
-    return ["samples.png", "score_field.png", "loss.png"]
+    files = ["samples.png", "score_field.png", "loss.png"]
+    if guided is not None:
+        weights, values = guided
+        labels = np.asarray(fresh[1])
+        plot_conditional(
+            plt, output / "conditional.png", weights, np.asarray(values), points, labels
+        )
+        files.append("conditional.png")
+    return files

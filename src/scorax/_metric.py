@@ -10,6 +10,14 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._custom_types import FloatScalar, RealScalarLike
 from ._misc import check_count, positive
+from ._mixture import GaussianMixture
+from ._parameterisation import (
+    AbstractParameterisation,
+    convert,
+    NoisePrediction,
+    ScorePrediction,
+)
+from ._path import AbstractGaussianPath
 
 
 def fisher_divergence(
@@ -30,6 +38,88 @@ def fisher_divergence(
     """
     difference = jax.vmap(lambda x: score_fn(x) - target_score(x))(samples)
     return jnp.mean(jnp.sum(difference**2, axis=-1))
+
+
+def fisher_divergence_by_time(
+    model: Callable[[Float[Array, " d"], FloatScalar], Float[Array, " d"]],
+    path: AbstractGaussianPath,
+    mixture: GaussianMixture,
+    times: Float[Array, " num_times"],
+    *,
+    key: PRNGKeyArray,
+    num_samples: int,
+    parameterisation: AbstractParameterisation = NoisePrediction(),
+) -> tuple[Float[Array, " num_times"], Float[Array, " num_times"]]:
+    r"""How well a time-conditional model has learned the score of diffused data,
+    at several times: its Fisher divergence to the exact score of a Gaussian
+    mixture diffused along the path, absolute and relative.
+
+    At each time $t$, with $p_t$ the exactly diffused mixture
+    ([`mixture.marginal(path, t)`][scorax.GaussianMixture.marginal]) and
+    $s_\theta(x, t)$ the model read as a score ([`convert`][scorax.convert]),
+
+    $$D(t) = \mathbb{E}_{x \sim p_t}\left\|s_\theta(x, t) - \nabla \log p_t(x)
+    \right\|^2, \qquad
+    R(t) = \frac{D(t)}{\mathbb{E}_{x \sim p_t}\|\nabla \log p_t(x)\|^2},$$
+
+    both estimated on the same `num_samples` fresh draws of $x_t$ (a key of its
+    own per time), with [`fisher_divergence`][scorax.fisher_divergence]. $D(t)$ is
+    the excess of the denoising score matching loss at $t$ over its minimum
+    (Vincent 2011). $R(t)$ divides it by the divergence of the zero score, so it
+    is free of the score's scale, which changes along the path and between data
+    sets: $R = 0$ for the exact score and $R = 1$ for the zero score.
+    To compare paths at the same noise, pick the times by noise-to-signal ratio
+    with [`inverse_noise_to_signal`][scorax.AbstractGaussianPath.inverse_noise_to_signal].
+
+    **Arguments:**
+
+    - `model`: called as `model(x_t, t)`, predicting `parameterisation`.
+    - `path`: the Gaussian path the model was trained on.
+    - `mixture`: the data distribution at $t = 0$, a
+      [`GaussianMixture`][scorax.GaussianMixture].
+    - `times`: the times $t_j$, a 1-D array in $(0, 1]$ (with $\sigma(t_j) > 0$
+      unless the model predicts the score).
+    - `key`: a JAX PRNG key.
+    - `num_samples`: draws of $x_t$ per time, $\ge 1$.
+    - `parameterisation`: what the model predicts; default `NoisePrediction()`.
+
+    **Returns:**
+
+    The pair `(divergence, relative)` of arrays of $D(t_j)$ and $R(t_j)$, one
+    entry per time, in the mixture's dtype.
+
+    !!! example
+
+        ```python
+        ratios = jnp.array([0.1, 0.3, 1.0])  # sigma / alpha
+        times = jax.vmap(path.inverse_noise_to_signal)(ratios)
+        divergence, relative = scorax.fisher_divergence_by_time(
+            model, path, mixture, times, key=jr.key(0), num_samples=2000
+        )
+        ```
+    """
+    check_count(num_samples, "num_samples")
+    times = times.astype(mixture.means.dtype)
+
+    def at(t: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
+        marginal = mixture.marginal(path, t)
+        points = marginal.sample(key=key, sample_shape=(num_samples,))
+
+        def score(x: Array) -> Array:
+            return convert(
+                path,
+                model(x, t),
+                x,
+                t,
+                source=parameterisation,
+                target=ScorePrediction(),
+            )
+
+        divergence = fisher_divergence(score, marginal.score, points)
+        scale = fisher_divergence(jnp.zeros_like, marginal.score, points)
+        return divergence, divergence / scale
+
+    return jax.vmap(at)(times, jr.split(key, times.shape[0]))
 
 
 def sliced_wasserstein(

@@ -110,6 +110,25 @@ class AbstractGaussianPath(eqx.Module):
         """
         return 2 * (jnp.log(self.alpha(t)) - jnp.log(self.sigma(t)))
 
+    def noise_to_signal(self, t: RealScalarLike) -> FloatScalar:
+        r"""The noise-to-signal ratio $\sigma(t) / \alpha(t) = e^{-\lambda(t)/2}$.
+
+        It is the noise level of the rescaled variable $x_t / \alpha(t) = x_0 +
+        (\sigma / \alpha)\, \varepsilon$ (the $\sigma$ of Karras et al. 2022), so
+        it measures how noisy $x_t$ is in the same units on every path: $0$ at the
+        data (where $\sigma(0) = 0$), $+\infty$ where $\alpha$ vanishes.
+        """
+        return self.sigma(t) / self.alpha(t)
+
+    def inverse_noise_to_signal(self, ratio: RealScalarLike) -> FloatScalar:
+        r"""The time $t \in [0, 1]$ at which
+        [`noise_to_signal`][scorax.AbstractGaussianPath.noise_to_signal] equals
+        `ratio` $> 0$, in closed form:
+        [`inverse_log_snr`][scorax.AbstractGaussianPath.inverse_log_snr]$(-2 \log
+        \text{ratio})$. Ratios outside the path's range map to the nearer endpoint.
+        """
+        return self.inverse_log_snr(-2 * jnp.log(_as_float(ratio)))
+
     def sample(
         self, x0: Float[Array, "*shape"], t: RealScalarLike, *, key: PRNGKeyArray
     ) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:

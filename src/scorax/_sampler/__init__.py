@@ -1,3 +1,4 @@
+from ._by_name import get_sampler as get_sampler
 from ._common import SampleResult as SampleResult
 from ._ddpm import ddim_sample as ddim_sample, ddpm_sample as ddpm_sample
 from ._dpm import (

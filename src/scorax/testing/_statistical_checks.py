@@ -315,9 +315,11 @@ def check_evaluation_count(
     `jax.debug.callback`, so calls inside `jax.jit`, `lax.scan` and Diffrax's
     loops count, and calls in branches not taken do not). For each of the first
     `num_counted` starting points, the sampler runs once under `jax.jit`, as a
-    batch of one under `jax.vmap` with the axis name `"batch"`, and its
-    [`SampleResult`][scorax.SampleResult]'s `num_evaluations` must equal the
-    count exactly; it must also return a sample shaped like its start.
+    batch of one under `jax.vmap(..., axis_name="batch")` (so a sampler that
+    averages over that axis, as [`check_sampler`][scorax.testing.check_sampler]
+    allows, runs too), and its [`SampleResult`][scorax.SampleResult]'s
+    `num_evaluations` must equal the count exactly; it must also return a sample
+    shaped like its start.
 
     **Arguments:**
 
@@ -353,6 +355,7 @@ def check_evaluation_count(
                 "the sampler returns a scorax.SampleResult",
                 [("got", type(result).__name__)],
             )
+        result = jax.tree.map(lambda leaf: leaf[0], result)
         if result.sample.shape != start.shape[1:]:
             fail(
                 name,
