@@ -6,6 +6,7 @@ the distributed runtime are fixed when JAX starts), with `src` on the path, a
 time limit, and every process killed if one fails.
 """
 
+import json
 import os
 import pathlib
 import socket
@@ -13,7 +14,10 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import scorax
 
@@ -174,15 +178,15 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
     python = [sys.executable, str(script)]
     outputs = _run_all(
         [
-            (python + ["multi", "0", port, str(multi)], _environment(1)),
-            (python + ["multi", "1", port, str(multi)], _environment(1)),
-            (python + ["single", "0", port, str(single)], _environment(2)),
+            ([*python, "multi", "0", port, str(multi)], _environment(1)),
+            ([*python, "multi", "1", port, str(multi)], _environment(1)),
+            ([*python, "single", "0", port, str(single)], _environment(2)),
         ]
     )
-    saves = [output.strip().splitlines()[-1] for output in outputs]
+    saves = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     per_chunk = ["memory.eqx"] * 5 + ["stream.eqx"] * 5
-    assert saves[0] == '{"saves": %s}' % str(per_chunk).replace("'", '"')
-    assert saves[1] == '{"saves": []}'  # process 1 never writes
+    assert saves[0] == {"saves": per_chunk}
+    assert saves[1] == {"saves": []}  # process 1 never writes
     assert sorted(p.name for p in multi.iterdir()) == [
         "memory.eqx",
         "multi-0.npz",
@@ -246,3 +250,57 @@ def test_map_sharded_sampler_and_likelihood_match_one_device():
     script = [sys.executable, "-c", MAP]
     (output,) = _run_all([(script, _environment(4))])
     assert "map_sharded ok" in output
+
+
+def _affine(weight, x, shift):
+    return weight @ x + shift
+
+
+def test_map_sharded_is_vmap_with_a_batch_split_over_devices():
+    """On this process's device: `map_sharded` equals `jax.vmap` with the same
+    `in_axes`, for one batched argument or several, with PyTree outputs."""
+    weight = jnp.arange(6.0).reshape(2, 3)
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    shift = jnp.arange(5.0)[:, None] * jnp.ones((5, 2))
+    got = scorax.map_sharded(_affine, weight, x, shift, in_axes=(None, 0, 0))
+    np.testing.assert_array_equal(
+        got, jax.vmap(_affine, in_axes=(None, 0, 0))(weight, x, shift)
+    )
+    pair = scorax.map_sharded(lambda a: (a.sum(), {"twice": 2 * a}), x)
+    assert pair[0].shape == (5,) and pair[1]["twice"].shape == (5, 3)
+    np.testing.assert_array_equal(pair[1]["twice"], 2 * x)
+
+
+@pytest.mark.parametrize(
+    "args, in_axes, match",
+    [
+        (
+            (jnp.zeros((2, 3)), jnp.zeros((4, 3)), jnp.zeros((5, 2))),
+            (None, 0, 0),
+            "same number of rows",
+        ),
+        (
+            (jnp.zeros((2, 3)), jnp.zeros((4, 3)), jnp.zeros((4, 2))),
+            (None, 1, 0),
+            "`in_axes` must be 0 or None",
+        ),
+        (
+            (jnp.zeros((2, 3)), jnp.zeros((4, 3)), jnp.zeros((4, 2))),
+            (0, 0),
+            "one 0 or None per argument",
+        ),
+        (
+            (jnp.zeros((2, 3)), jnp.zeros((4, 3)), jnp.zeros((4, 2))),
+            None,
+            "at least one argument must be batched",
+        ),
+        (
+            (jnp.zeros((2, 3)), jnp.zeros((0, 3)), jnp.zeros((0, 2))),
+            (None, 0, 0),
+            "no rows",
+        ),
+    ],
+)
+def test_map_sharded_bad_arguments_raise(args, in_axes, match):
+    with pytest.raises(ValueError, match=match):
+        scorax.map_sharded(_affine, *args, in_axes=in_axes)

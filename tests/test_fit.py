@@ -494,3 +494,28 @@ def test_checkpoint_resumes_only_with_the_kind_of_data_it_was_written_with(tmp_p
         scorax.fit(model, _loss, data, checkpoint=stream, **common)
     with pytest.raises(ValueError, match="holds no iterator state"):
         scorax.fit(model, _labelled_loss, _Rows(data, 16), checkpoint=stream, **common)
+
+
+def test_iterator_state_that_json_cannot_hold_raises_before_writing(tmp_path):
+    """`get_state()` must return bytes or a JSON value: a set, say, is refused with
+    a message naming the rule, and no checkpoint is written."""
+    data, model = _setup()
+
+    class SetState(_Rows):
+        def get_state(self):
+            return {self.next}
+
+    checkpoint = tmp_path / "run.eqx"
+    with pytest.raises(ValueError, match=r"`data.get_state\(\)` must return bytes"):
+        scorax.fit(
+            model,
+            _labelled_loss,
+            SetState(data, 16),
+            optimizer=optax.sgd(1e-3),
+            batch_size=16,
+            key=jr.key(8),
+            num_steps=2,
+            checkpoint=checkpoint,
+            progress=False,
+        )
+    assert not checkpoint.exists()
