@@ -12,6 +12,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -278,24 +279,46 @@ def _run_chunk(
     arguments, so repeated calls of `fit` with the same objects reuse the compiled
     program."""
 
-    def batch_loss(params, batch, keys):
-        model = eqx.combine(params, static)
-        return jnp.mean(jax.vmap(lambda x, k: loss_fn(model, x, k))(batch, keys))
+    def local_loss_and_grads(params, source, indices, keys):
+        """One device's share of the batch-mean loss and its gradient, summed over
+        the devices by one all-reduce per step, whatever checks the loss makes. The
+        device's rows are `source[indices]` (in memory) or `source` (streamed)."""
+        if indices is not None:
+            source = jax.tree.map(lambda leaf: leaf[indices], source)
+
+        def share(params):
+            model = eqx.combine(params, static)
+            losses = jax.vmap(lambda x, k: loss_fn(model, x, k))(source, keys)
+            return jnp.sum(losses) / batch_size
+
+        # One buffer, so one all-reduce: across processes each is a round trip.
+        flat, unflatten = jax.flatten_util.ravel_pytree(
+            jax.value_and_grad(share)(params)
+        )
+        return unflatten(jax.lax.psum(flat, "batch"))
+
+    split, whole = PartitionSpec("batch"), PartitionSpec()
+    loss_and_grads = jax.shard_map(
+        local_loss_and_grads,
+        mesh=split_batch.mesh,
+        # In memory, every device holds the data set and draws its own rows.
+        in_specs=(whole, split if data is None else whole, split, split),
+        out_specs=whole,
+        check_vma=False,  # the gradients are local until the explicit `psum`
+    )
 
     def one_step(state, inputs):
         step, batch = inputs
         # The index key is split off in both modes, so a stream of the rows drawn
         # here trains exactly as the in-memory data set.
         index_key, loss_key = jr.split(jr.fold_in(key, step))
+        indices = None
         if batch is None:
+            batch = data
             num_samples = jax.tree.leaves(data)[0].shape[0]
             indices = jr.randint(index_key, (batch_size,), 0, num_samples)
-            batch = jax.tree.map(lambda leaf: leaf[indices], data)
-        batch = jax.tree.map(
-            lambda leaf: jax.lax.with_sharding_constraint(leaf, split_batch), batch
-        )
         keys = jr.split(loss_key, batch_size)
-        loss, grads = jax.value_and_grad(batch_loss)(state["params"], batch, keys)
+        loss, grads = loss_and_grads(state["params"], batch, indices, keys)
         updates, opt_state = optimizer.update(
             grads, state["opt_state"], state["params"]
         )
