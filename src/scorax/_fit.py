@@ -464,7 +464,8 @@ def fit(
       left untouched.
     - `devices`: the devices to train on (default: all of `jax.devices()`, every
       device of every process). The batch is split across them along a
-      `jax.sharding.Mesh` and the gradients are reduced by XLA: data-parallel
+      `jax.sharding.Mesh`; each device computes the loss and gradient of its rows
+      (`jax.shard_map`) and one all-reduce per step sums them: data-parallel
       training with the result of one device, up to floating-point
       reassociation. Devices of several processes must include those of all.
     - `progress`: show a tqdm progress bar with the running loss.
