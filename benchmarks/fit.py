@@ -33,8 +33,22 @@ model and returns the `(N,)` batch losses.
   the loop can run several times slower than with one thread: trust this row only
   from an otherwise idle machine.
 
-The goals: `fit` at least 1.5x the steps per second of the PyTorch loop on CPU
-(ratio at most 0.667) and within 5% of the `lax.scan` loop (ratio at most 1.05).
+- A `torch.compile` PyTorch loop: the eager loop's network, loss and Adam, with
+  the loss (forward and backward) compiled by `torch.compile` once (its first
+  call, in `compile s`); each call resets the weights, so later calls reuse it.
+- `fit` fed by a Python iterator against `fit` on the in-memory array: the
+  iterator gathers on the host, at step i, the rows the in-memory draw takes at
+  step i (their indices computed once, outside the timing), so the losses are
+  equal and the ratio is the cost of the host feed.
+- `fit` on two processes joined by `jax.distributed` (one CPU device each,
+  coordinator on 127.0.0.1, each a fresh Python process running `worker`),
+  against one process with one device and one with two host devices, for
+  `PROCESS_STEPS` steps: the two-device process computes the same losses bit for
+  bit.
+
+The goals: `fit` at least 1.5x the steps per second of either PyTorch loop on CPU
+(ratio at most 0.667) and within 5% of the `lax.scan` loop (ratio at most 1.05);
+the iterator feed within 10% of the in-memory path (ratio at most 1.10).
 The harness has no memory column, so each case ends with the peak resident set
 size of the process so far (`ru_maxrss`): a high-water mark of the whole run, so
 PyTorch's row also counts JAX's memory, and what a row adds is the growth since
