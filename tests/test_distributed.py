@@ -74,7 +74,7 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]]) -> list[str]:
 # train the same model on the same global batches and save what they got.
 TRAIN = textwrap.dedent(
     """
-    import json, pathlib, sys
+    import itertools, json, pathlib, sys
     mode, process, port, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3], pathlib.Path(sys.argv[4])
     import jax
     if mode == "multi":
@@ -139,6 +139,14 @@ TRAIN = textwrap.dedent(
         model, labelled, Rows(), num_steps=20, checkpoint=folder / "stream.eqx", **common
     )
 
+    # A stream that runs short on process 1 only: both stop, with an error.
+    error = None
+    short = itertools.islice(Rows(), 6 if process == 1 else 8)
+    try:
+        scorax.fit(model, labelled, short, num_steps=8, **common)
+    except ValueError as failure:
+        error = str(failure)
+
     def denoise(m, x):
         return m(x, 0.5)
 
@@ -153,7 +161,7 @@ TRAIN = textwrap.dedent(
         for i, leaf in enumerate(jax.tree.leaves(eqx.filter(result, eqx.is_array))):
             arrays[f"{name}/{i}"] = np.asarray(leaf)
     np.savez(folder / f"{mode}-{process}.npz", **arrays)
-    print(json.dumps({"saves": saves}))
+    print(json.dumps({"saves": saves, "error": error}))
     """
 )
 
@@ -168,7 +176,8 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
     run stopped at step 12 and resumed by both processes from that file (the
     stream through its per-process `set_state`) equals the uninterrupted run.
     `map_sharded` over the two processes (the trained model at 6 points) equals
-    the single process's."""
+    the single process's. A stream that runs short on one process stops both
+    with an error, rather than leaving one waiting for the other."""
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     single, multi = tmp_path / "single", tmp_path / "multi"
@@ -185,8 +194,11 @@ def test_two_processes_train_as_one_process_with_two_devices(tmp_path):
     )
     saves = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
     per_chunk = ["memory.eqx"] * 5 + ["stream.eqx"] * 5
-    assert saves[0] == {"saves": per_chunk}
-    assert saves[1] == {"saves": []}  # process 1 never writes
+    assert saves[0]["saves"] == per_chunk
+    assert saves[1]["saves"] == []  # process 1 never writes
+    assert saves[1]["error"].startswith("`data`: the iterator ended after 6 batches")
+    assert saves[0]["error"].startswith("`data`: reading the batches of process 1")
+    assert saves[2]["error"] is None  # one process, whose stream is long enough
     assert sorted(p.name for p in multi.iterdir()) == [
         "memory.eqx",
         "multi-0.npz",

@@ -492,6 +492,8 @@ def test_checkpoint_resumes_only_with_the_kind_of_data_it_was_written_with(tmp_p
     scorax.fit(model, _loss, iter([data[:16]] * 2), checkpoint=stream, **common)
     with pytest.raises(ValueError, match="written by a run on an iterator"):
         scorax.fit(model, _loss, data, checkpoint=stream, **common)
+    with pytest.raises(ValueError, match="ended after 1 batches, while skipping the 2"):
+        scorax.fit(model, _loss, iter([data[:16]]), checkpoint=stream, **common)
     with pytest.raises(ValueError, match="holds no iterator state"):
         scorax.fit(model, _labelled_loss, _Rows(data, 16), checkpoint=stream, **common)
 

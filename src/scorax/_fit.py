@@ -253,7 +253,14 @@ class _Feed:
             )
             self.consumed = step
         else:
-            self.skip(step)
+            try:
+                self.skip(step)
+            except _Exhausted:
+                raise ValueError(
+                    f"`data`: the iterator ended after {self.consumed} batches, "
+                    f"while skipping the {step} that the checkpoint's run consumed; "
+                    "pass an iterator that starts from the beginning."
+                ) from None
 
 
 # --- The compiled steps ------------------------------------------------------------
@@ -406,7 +413,8 @@ def fit(
     process's devices). `fit` stacks `steps_per_chunk` batches on the host and
     scans over them on the devices; the next chunk is read while the devices run
     the current one. The iterator must yield at least `num_steps` batches (for
-    epochs, repeat it). To resume, pass a fresh iterator of the same stream, and
+    epochs, repeat it); one that ends early raises an error once the chunks
+    before are trained and saved (on several processes, every process does). To resume, pass a fresh iterator of the same stream, and
     `fit` moves it to where the checkpoint stopped, in one of two ways:
 
     - if the iterator has `get_state()` and `set_state(state)` (Grain's dataset
@@ -579,17 +587,36 @@ def fit(
             )
             bar.update(losses.shape[0])
 
-        def take(first: int) -> PyTree:
+        def take(first: int) -> tuple[PyTree, ValueError | None]:
+            """The batches of the chunk from step `first`, or the error that reading
+            them raised. On several processes every process learns whether any
+            failed (a collective once per chunk), so that all stop together rather
+            than wait for one another in the next chunk."""
             assert feed is not None
+            batches, error = None, None
             try:
-                return feed.take(min(steps_per_chunk, num_steps - first))
+                batches = feed.take(min(steps_per_chunk, num_steps - first))
             except _Exhausted:
-                raise ValueError(
+                error = ValueError(
                     f"`data`: the iterator ended after {feed.consumed} batches; "
                     f"training to step {num_steps} needs one batch per step."
-                ) from None
+                )
+            except ValueError as bad:
+                error = bad
+            if multiprocess:
+                failed = _agree(int(error is not None))
+                if error is None and any(failed):
+                    error = ValueError(
+                        f"`data`: reading the batches of process {failed.index(1)} "
+                        f"from step {first} failed; every process stops there."
+                    )
+            return batches, error
 
-        batches = take(start) if feed is not None and start < num_steps else None
+        batches = None
+        if feed is not None and start < num_steps:
+            batches, error = take(start)
+            if error is not None:
+                raise error
         pending: tuple[int, Array] | None = None
         while start < num_steps:
             length = min(steps_per_chunk, num_steps - start)
@@ -612,12 +639,9 @@ def fit(
             if feed is not None and path is not None:
                 position = feed.position(multiprocess)
             start += length
-            ended = None
+            ended = None  # raised once this chunk is recorded and saved
             if feed is not None and start < num_steps:
-                try:
-                    batches = take(start)
-                except ValueError as error:
-                    ended = error  # raised once this chunk is recorded and saved
+                batches, ended = take(start)
             if pending is not None:
                 record(*pending)
             pending = (start - length, losses)
