@@ -69,3 +69,23 @@ def test_the_conditional_digits_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_the_scaling_example_runs_streamed(tmp_path):
+    """examples/scaling_out.py, shortened, as the Scaling out page's `--stream`
+    command runs it: trains from an iterator with a checkpoint, resumes from it,
+    and samples and evaluates the likelihood through `map_sharded`."""
+    checkpoint = tmp_path / "run.eqx"
+    code = (
+        "import runpy\n"
+        f"example = runpy.run_path({str(ROOT / 'examples' / 'scaling_out.py')!r})\n"
+        "for steps in (20, 40):\n"
+        f"    summary = example['main'](num_steps=steps, num_samples=8, stream=True, checkpoint={str(checkpoint)!r})\n"
+        "assert summary['processes'] == 1.0, summary\n"
+        "assert all(v == v for v in summary.values()), summary\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert checkpoint.exists()

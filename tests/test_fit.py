@@ -1,3 +1,5 @@
+import itertools
+import json
 import os
 import pathlib
 import subprocess
@@ -266,6 +268,13 @@ def test_pytree_data_keeps_rows_together():
         (dict(batch_size=5000), "`batch_size` must be at most the number of samples"),
         (dict(ema_decay=1.0), r"`ema_decay` must lie in \[0, 1\)"),
         (dict(data=jnp.full((10, 2), jnp.nan)), "`data` must be finite"),
+        (dict(data=iter([np.zeros((4, 2))])), "with 8 samples along the first axis"),
+        (dict(data=iter([np.full((8, 2), np.inf)] * 2)), "`data` must be finite"),
+        (
+            dict(data=iter([np.zeros((8, 2)), np.zeros((8, 3))])),
+            "batch 2 has structure and shapes",
+        ),
+        (dict(data=iter([np.zeros((8, 2))])), "iterator ended after 1 batches"),
     ],
 )
 def test_bad_fit_arguments_raise(overrides, match):
@@ -323,3 +332,192 @@ def test_data_parallel_training_matches_one_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data-parallel ok" in result.stdout
+
+
+def _drawn_rows(data, key, batch_size, num_steps):
+    """The rows fit's in-memory draw takes at each step, as a host stream."""
+    for step in range(num_steps):
+        index_key, _ = jr.split(jr.fold_in(key, step))
+        indices = jr.randint(index_key, (batch_size,), 0, data.shape[0])
+        yield np.asarray(data)[np.asarray(indices)]
+
+
+def test_stream_of_the_drawn_rows_trains_exactly_as_in_memory_data():
+    """An iterator that yields, at step i, the rows the in-memory draw takes at
+    step i trains bit for bit as the in-memory data set: the step keys do not
+    depend on where the batch comes from."""
+    data, model = _setup()
+    common = dict(
+        optimizer=optax.adam(1e-3),
+        batch_size=32,
+        key=jr.key(5),
+        num_steps=12,
+        steps_per_chunk=5,
+        progress=False,
+    )
+    in_memory = scorax.fit(model, _loss, data, **common)
+    streamed = scorax.fit(model, _loss, _drawn_rows(data, jr.key(5), 32, 12), **common)
+    for a, b in zip(_leaves(in_memory), _leaves(streamed), strict=True):
+        assert np.array_equal(a, b)
+
+
+class _Rows:
+    """A deterministic stream of labelled batches `(x, label)` with Grain's state
+    protocol: `get_state()` is the next batch's number (as a JSON dict, or as
+    bytes), and `set_state` jumps there without reading the batches before it."""
+
+    def __init__(self, data, batch_size, as_bytes=False):
+        self.data, self.batch_size, self.as_bytes = (
+            np.asarray(data),
+            batch_size,
+            as_bytes,
+        )
+        self.next, self.reads = 0, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        rng = np.random.default_rng([7, self.next])
+        rows = rng.integers(0, len(self.data), self.batch_size)
+        self.next += 1
+        self.reads += 1
+        return self.data[rows], (rows % 2).astype(np.int32)
+
+    def get_state(self):
+        state = {"next": self.next}
+        return json.dumps(state).encode() if self.as_bytes else state
+
+    def set_state(self, state):
+        self.next = (json.loads(state) if self.as_bytes else state)["next"]
+
+
+def _labelled_loss(model, sample, key):
+    x, label = sample
+    return (1 + label) * _loss(model, x, key)
+
+
+def _plain_rows(data, batch_size):
+    """The same batches as `_Rows`, from a generator without state."""
+    yield from _Rows(data, batch_size)
+
+
+@pytest.mark.parametrize("protocol", ["get_state", "get_state-bytes", "skip"])
+def test_resumed_stream_equals_uninterrupted_run_bit_for_bit(tmp_path, protocol):
+    """Stream labelled batches; stop after 12 steps (chunks of 5) and resume to 30
+    (chunks of 7) from a fresh iterator: the model, optimiser state, EMA and losses
+    equal one uninterrupted run, whether the iterator's own state is restored
+    (`set_state`, with a JSON or a bytes state: no batch is read twice) or the
+    fresh iterator is advanced past the batches already consumed."""
+    data, model = _setup()
+
+    def stream():
+        if protocol == "skip":
+            return _plain_rows(data, 32)
+        return _Rows(data, 32, as_bytes=protocol == "get_state-bytes")
+
+    common = dict(
+        optimizer=optax.adam(1e-3),
+        batch_size=32,
+        key=jr.key(5),
+        ema_decay=0.9,
+        progress=False,
+    )
+    straight = scorax.fit(
+        model, _labelled_loss, stream(), num_steps=30, steps_per_chunk=7, **common
+    )
+    checkpoint = tmp_path / "run.eqx"
+    first = stream()
+    scorax.fit(
+        model,
+        _labelled_loss,
+        first,
+        num_steps=12,
+        steps_per_chunk=5,
+        checkpoint=checkpoint,
+        **common,
+    )
+    second = stream()
+    resumed = scorax.fit(
+        model,
+        _labelled_loss,
+        second,
+        num_steps=30,
+        steps_per_chunk=7,
+        checkpoint=checkpoint,
+        **common,
+    )
+    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+        assert np.array_equal(a, b)
+    if protocol != "skip":
+        assert (first.reads, second.reads) == (12, 18)  # nothing read twice
+
+
+def test_stream_that_ends_early_keeps_the_last_checkpoint_and_says_so(tmp_path):
+    """An iterator of 10 batches for 20 steps (chunks of 4): `fit` trains and saves
+    steps 0 to 8, finds the stream short while reading the next chunk, and raises
+    once step 8 is on disk; a longer stream then resumes from it."""
+    data, model = _setup()
+    checkpoint = tmp_path / "run.eqx"
+    common = dict(
+        optimizer=optax.sgd(1e-3),
+        batch_size=16,
+        key=jr.key(6),
+        num_steps=20,
+        steps_per_chunk=4,
+        checkpoint=checkpoint,
+        progress=False,
+    )
+    short = itertools.islice(_plain_rows(data, 16), 10)
+    with pytest.raises(ValueError, match="iterator ended after 10 batches"):
+        scorax.fit(model, _labelled_loss, short, **common)
+    result = scorax.fit(model, _labelled_loss, _plain_rows(data, 16), **common)
+    assert result.losses.shape == (20,) and np.all(np.isfinite(result.losses))
+
+
+def test_checkpoint_resumes_only_with_the_kind_of_data_it_was_written_with(tmp_path):
+    data, model = _setup()
+    common = dict(
+        optimizer=optax.sgd(1e-3),
+        batch_size=16,
+        key=jr.key(7),
+        progress=False,
+        num_steps=2,
+    )
+    memory = tmp_path / "memory.eqx"
+    scorax.fit(model, _loss, data, checkpoint=memory, **common)
+    with pytest.raises(ValueError, match="in-memory data set, and `data` is an iter"):
+        scorax.fit(model, _loss, iter([data[:16]] * 4), checkpoint=memory, **common)
+    stream = tmp_path / "stream.eqx"
+    scorax.fit(model, _loss, iter([data[:16]] * 2), checkpoint=stream, **common)
+    with pytest.raises(ValueError, match="written by a run on an iterator"):
+        scorax.fit(model, _loss, data, checkpoint=stream, **common)
+    with pytest.raises(ValueError, match="ended after 1 batches, while skipping the 2"):
+        scorax.fit(model, _loss, iter([data[:16]]), checkpoint=stream, **common)
+    with pytest.raises(ValueError, match="holds no iterator state"):
+        scorax.fit(model, _labelled_loss, _Rows(data, 16), checkpoint=stream, **common)
+
+
+def test_iterator_state_that_json_cannot_hold_raises_before_writing(tmp_path):
+    """`get_state()` must return bytes or a JSON value: a set, say, is refused with
+    a message naming the rule, and no checkpoint is written."""
+    data, model = _setup()
+
+    class SetState(_Rows):
+        def get_state(self):
+            return {self.next}
+
+    checkpoint = tmp_path / "run.eqx"
+    with pytest.raises(ValueError, match=r"`data.get_state\(\)` must return bytes"):
+        scorax.fit(
+            model,
+            _labelled_loss,
+            SetState(data, 16),
+            optimizer=optax.sgd(1e-3),
+            batch_size=16,
+            key=jr.key(8),
+            num_steps=2,
+            checkpoint=checkpoint,
+            progress=False,
+        )
+    assert not checkpoint.exists()

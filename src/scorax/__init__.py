@@ -74,6 +74,7 @@ from ._sampler import (
     reverse_sde_sample as reverse_sde_sample,
     SampleResult as SampleResult,
 )
+from ._sharded import map_sharded as map_sharded
 from ._trace import (
     divergence as divergence,
     exact_trace as exact_trace,
@@ -133,6 +134,7 @@ __all__ = [
     "kde_score",
     "langevin",
     "log_likelihood",
+    "map_sharded",
     "mmd",
     "ncsn_loss",
     "posterior_guidance",
