@@ -26,10 +26,13 @@ def main(
     num_steps: int = 4000,
     weights: tuple[float, ...] = (0.0, 1.0, 3.0, 6.0),
     output: str = "digits-guidance.png",
+    batch_size: int = 128,
+    num_levels: int = 18,
+    channels: tuple[int, ...] = (32, 64),
 ) -> dict[str, float]:
     path = scorax.VPPath()
     images, labels = scorax.datasets.digits(labels=True)
-    model = scorax.UNet((8, 8), channels=(32, 64), num_classes=10, key=jr.key(0))
+    model = scorax.UNet((8, 8), channels=channels, num_classes=10, key=jr.key(0))
 
     def loss(model, sample, key):
         image, label = sample
@@ -43,14 +46,14 @@ def main(
         (images, labels),
         optimizer=optax.adam(optax.cosine_decay_schedule(2e-3, num_steps)),
         num_steps=num_steps,
-        batch_size=128,
+        batch_size=batch_size,
         key=jr.key(1),
         ema_decay=0.999 if num_steps >= 1000 else None,
     )
     trained = result.ema_model if result.ema_model is not None else result.model
 
     # One sample per (digit, weight), from the same prior draw in each row, with
-    # EDM's Heun sampler (18 noise levels, 35 guided calls each).
+    # EDM's Heun sampler (18 noise levels by default: 35 guided calls each).
     digits = jnp.repeat(jnp.arange(10), len(weights))
     scales = jnp.tile(jnp.asarray(weights), 10)
     starts = jax.vmap(lambda k: path.prior_sample(key=k, shape=(8, 8)))(
@@ -61,7 +64,7 @@ def main(
     @jax.vmap
     def sample(x, digit, weight):
         guided = scorax.classifier_free_guidance(trained, digit, weight=weight)
-        return scorax.edm_sample(guided, path, x).sample
+        return scorax.edm_sample(guided, path, x, num_steps=num_levels).sample
 
     grid = sample(starts, digits, scales).reshape(10, len(weights), 8, 8)
     summary = {

@@ -61,7 +61,7 @@ def test_the_conditional_digits_example_runs(tmp_path):
     code = (
         "import runpy, sys\n"
         f"example = runpy.run_path({str(ROOT / 'examples' / 'digits_conditional.py')!r})\n"
-        f"summary = example['main'](num_steps=20, weights=(0.0, 2.0), output={str(tmp_path / 'grid.png')!r})\n"
+        f"summary = example['main'](num_steps=10, weights=(0.0, 2.0), output={str(tmp_path / 'grid.png')!r}, batch_size=16, num_levels=3, channels=(8,))\n"
         "assert summary['samples'] == 20.0, summary\n"
     )
     done = subprocess.run(

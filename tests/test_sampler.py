@@ -264,10 +264,12 @@ def test_sampler_with_exact_score_reaches_the_data(name):
     samples are statistically indistinguishable from the data (sliced Wasserstein
     distance within 5 standard deviations of the two-sample noise floor, every
     first and second moment within 5 standard errors of its exact value), under
-    `jit(vmap(...))`, and it reports exactly the model evaluations it made."""
+    `jit(vmap(...))`."""
     kind, model, sampler = SAMPLERS[name]
+    # Every sampler here has its count checked below (the solver and loop count
+    # tests), so the statistical check skips the second, counting compilation.
     scorax.testing.check_sampler(
-        sampler, model, starts(kind, NUM), MIXTURE, key=jr.key(12)
+        sampler, model, starts(kind, NUM), MIXTURE, key=jr.key(12), num_counted=0
     )
 
 

@@ -355,7 +355,6 @@ def check_evaluation_count(
                 "the sampler returns a scorax.SampleResult",
                 [("got", type(result).__name__)],
             )
-        result = jax.tree.map(lambda leaf: leaf[0], result)
         if result.sample.shape != start.shape[1:]:
             fail(
                 name,
@@ -452,7 +451,7 @@ def check_sampler(
        $\mathbb{E}[x_i x_j]$ of the samples is within $z$ standard errors of the
        mixture's exact value (the standard errors from 100,000 fresh draws);
     3. **evaluations:** [`check_evaluation_count`][scorax.testing.check_evaluation_count]
-       on the first `num_counted` starting points.
+       on the first `num_counted` starting points (2 by default).
 
     A sampler that stops early, takes a wrong step or uses a score of the wrong
     scale fails 1 or 2 at a few thousand samples; the check is deterministic
@@ -473,7 +472,10 @@ def check_sampler(
     - `key`: a JAX PRNG key (default: fixed).
     - `num_standard_errors`: $z > 0$.
     - `num_noise_floor`: pairs of fresh samples for the noise floor, $\ge 2$.
-    - `num_counted`: starting points whose evaluations are counted, $\ge 1$.
+    - `num_counted`: starting points whose evaluations are counted, $\ge 0$.
+      Counting compiles the sampler a second time (with the counting model);
+      `0` leaves the count out, for a sampler whose count a separate
+      [`check_evaluation_count`][scorax.testing.check_evaluation_count] checks.
 
     **Returns:**
 
@@ -481,6 +483,12 @@ def check_sampler(
     """
     _check_threshold(num_standard_errors)
     check_count(num_noise_floor, "num_noise_floor")
+    if (
+        isinstance(num_counted, bool)
+        or not isinstance(num_counted, int)
+        or num_counted < 0
+    ):
+        raise ValueError(f"`num_counted` must be an integer >= 0, got {num_counted!r}.")
     if num_noise_floor < 2:
         raise ValueError(f"`num_noise_floor` must be >= 2, got {num_noise_floor}.")
     if start.ndim != 2 or start.shape[1] != target.dim or start.shape[0] < 2:
@@ -546,6 +554,7 @@ def check_sampler(
         tolerance_source=f"{_sigmas(num_standard_errors)} of the sample moment "
         "(its spread from 100,000 fresh draws)",
     )
-    check_evaluation_count(
-        sampler, model, start, key=count_key, num_counted=num_counted
-    )
+    if num_counted:
+        check_evaluation_count(
+            sampler, model, start, key=count_key, num_counted=num_counted
+        )
