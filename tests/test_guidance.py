@@ -316,6 +316,7 @@ def test_conditional_models_treat_none_and_minus_one_as_no_class(key):
         none, null, first, second, third = outputs_by_label(model, x)
         assert_allclose(none, null, rtol=0)
         assert not jnp.allclose(first, second)
+        assert not jnp.allclose(first, model(x, 0.7, 0))  # and on the time
         assert third.shape == x.shape
 
 

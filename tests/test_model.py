@@ -144,7 +144,11 @@ def test_unet_learns_on_digits(key):
         (lambda k: scorax.UNet((8,), key=k), "`shape` must be"),
         (
             lambda k: scorax.UNet((8, 8), channels=(), key=k),
-            "`channels` must be positive",
+            "`channels` must be integers of at least 2",
+        ),
+        (
+            lambda k: scorax.UNet((8, 8), channels=(1,), key=k),
+            "`channels` must be integers of at least 2",
         ),
     ],
 )

@@ -14,8 +14,14 @@ from ._mlp import GaussianFourierFeatures
 
 
 def _groups(channels: int) -> int:
-    """The largest of 8, 4, 2, 1 groups that divides `channels`."""
-    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+    """The most groups, of 8, 4, 2 or 1, that divide `channels` into groups of at
+    least 4 channels (one group below 8 channels).
+
+    The time and label embeddings enter a block as a per-channel bias just before
+    a group norm, which subtracts each group's mean: in a group of one channel it
+    would subtract the whole bias, and the block would ignore `t` and `y`.
+    """
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0 and channels >= 4 * g)
 
 
 class _Block(eqx.Module):
@@ -71,7 +77,9 @@ class UNet(eqx.Module):
     - `shape`: the shape of one image, `(height, width)` or
       `(channels, height, width)`; height and width divisible by
       $2^{L-1}$ for $L$ levels.
-    - `channels`: the channel count of each level, e.g. `(32, 64)`.
+    - `channels`: the channel count of each level, e.g. `(32, 64)`; at least 2.
+      Group norms use up to 8 groups of at least 4 channels each, so that the
+      embedding of `t` (and `y`), added per channel, survives them.
     - `num_time_features`, `time_scale`: the time embedding.
     - `num_classes`: with $K$ classes, the model is class-conditional,
       $m_\theta(x, t, y)$: a learned embedding of the label (or of the null label
@@ -109,8 +117,11 @@ class UNet(eqx.Module):
                 f"`shape` must be (height, width) or (channels, height, width), got {shape}."
             )
         channels = tuple(channels)
-        if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
-            raise ValueError(f"`channels` must be positive integers, got {channels}.")
+        if not channels or not all(isinstance(c, int) and c >= 2 for c in channels):
+            raise ValueError(
+                f"`channels` must be integers of at least 2, got {channels}: a "
+                "block's group norm would erase the time embedding of one channel."
+            )
         factor = 2 ** (len(channels) - 1)
         if shape[-1] % factor or shape[-2] % factor:
             raise ValueError(
