@@ -62,6 +62,17 @@ def ids(values) -> list[str]:
 paths = pytest.mark.parametrize("path", all_paths, ids=ids(all_paths))
 precisions = pytest.mark.parametrize("dtype", dtypes, ids=lambda d: jnp.dtype(d).name)
 
+# Every path in one precision, alternating along `all_paths`, so that each path
+# class with two instances (VP, VE, cosine) runs in both and the suite compiles
+# half as many programs as paths x precisions; the dtype handling is shared by
+# every path (the abstract base casts), the formulas are per path.
+_alternating = [(path, dtypes[i % 2]) for i, path in enumerate(all_paths)]
+paths_in_precisions = pytest.mark.parametrize(
+    "path, dtype",
+    _alternating,
+    ids=[f"{path!r}-{jnp.dtype(dtype).name}" for path, dtype in _alternating],
+)
+
 
 def dtype_name(dtype) -> str:
     return jnp.dtype(dtype).name

@@ -12,6 +12,7 @@ from .helpers import (
     assert_allclose,
     interior_times,
     paths,
+    paths_in_precisions,
     precisions,
     random_mixture,
     RTOL,
@@ -127,8 +128,7 @@ def test_diffused_mixture_matches_empirical_diffusion(path, t):
         )
 
 
-@paths
-@precisions
+@paths_in_precisions
 @given(t=interior_times, seed=seeds, size=sizes)
 def test_tweedie_data_prediction_of_exact_score_is_posterior_mean(
     path, dtype, t, seed, size

@@ -1,3 +1,5 @@
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,13 @@ def _float32(model):
     return jax.tree.map(
         lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, model
     )
+
+
+@functools.cache
+def _unet(shape, channels):
+    """One float32 UNet per configuration for the module: building one compiles
+    a random initialiser per weight shape (seconds on a CPU)."""
+    return _float32(scorax.UNet(shape, channels=channels, key=jr.key(0)))
 
 
 @pytest.mark.parametrize("shape", [(2,), (8, 8)])
@@ -110,7 +119,7 @@ def test_bad_model_arguments_raise(make, match, key):
     "shape, channels", [((8, 8), (16, 32)), ((1, 28, 28), (8, 16, 16))]
 )
 def test_unet_maps_images_and_t_to_the_shape_of_x(shape, channels, key):
-    unet = _float32(scorax.UNet(shape, channels=channels, key=key))
+    unet = _unet(shape, channels)
     x = jr.normal(key, shape, jnp.float32)
     call = eqx.filter_jit(lambda m, y, t: m(y, t))
     out = call(unet, x, jnp.asarray(0.3))
@@ -122,7 +131,7 @@ def test_unet_maps_images_and_t_to_the_shape_of_x(shape, channels, key):
 def test_unet_learns_on_digits(key):
     """150 fit steps of diffusion_loss on the 8x8 digits halve the loss."""
     images = scorax.datasets.digits()
-    unet = _float32(scorax.UNet((8, 8), channels=(16, 32), key=key))
+    unet = _unet((8, 8), (16, 32))
     result = scorax.fit(
         unet,
         lambda m, x, k: scorax.diffusion_loss(m, scorax.VPPath(), x, key=k),

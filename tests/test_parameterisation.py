@@ -11,8 +11,7 @@ import scorax.testing
 from .helpers import (
     assert_allclose,
     interior_times,
-    paths,
-    precisions,
+    paths_in_precisions,
     random_array,
     RTOL,
     RUNTIME_ERRORS,
@@ -20,8 +19,7 @@ from .helpers import (
 )
 
 
-@paths
-@precisions
+@paths_in_precisions
 def test_built_in_conversions_pass_the_roundtrip_check(path, dtype):
     """scorax.testing.check_parameterisation_roundtrip: every pair of the four
     parameterisations converts both ways exactly, and converting what one predicts
@@ -39,8 +37,7 @@ def _scale(*arrays):
     return max(float(np.abs(a).max(initial=0.0)) for a in arrays) + 1.0
 
 
-@paths
-@precisions
+@paths_in_precisions
 @given(t=interior_times, seed=seeds)
 def test_velocity_of_score_is_probability_flow_drift(path, dtype, t, seed):
     """The velocity of a score s is the probability-flow ODE drift f x - g^2 s / 2

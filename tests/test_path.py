@@ -13,13 +13,12 @@ import scorax.testing
 from .helpers import (
     assert_allclose,
     paths,
-    precisions,
+    paths_in_precisions,
     RTOL,
 )
 
 
-@paths
-@precisions
+@paths_in_precisions
 def test_built_in_paths_pass_check_path(path, dtype):
     """Every identity of scorax.testing.check_path: closed-form derivatives equal
     autodiff, the forward SDE reproduces the marginals ((sigma^2)' = 2 f sigma^2 +
@@ -49,8 +48,7 @@ def test_log_snr_decreases_from_data_to_noise(path, t1, t2):
     assert path.log_snr(t1) > path.log_snr(t2)
 
 
-@paths
-@precisions
+@paths_in_precisions
 def test_prior_log_prob_is_isotropic_gaussian(path, dtype, key):
     """prior_log_prob(x) = sum_i log N(x_i; 0, sigma(1)^2) for draws of prior_sample."""
     x = path.prior_sample(key=key, shape=(4, 3), dtype=dtype)
@@ -59,8 +57,7 @@ def test_prior_log_prob_is_isotropic_gaussian(path, dtype, key):
     assert_allclose(path.prior_log_prob(x), expected, rtol=RTOL[dtype])
 
 
-@paths
-@precisions
+@paths_in_precisions
 def test_prior_sample_has_prior_variance(path, dtype, key):
     """The empirical variance of prior draws is sigma(1)^2 within 5 standard errors."""
     n = 20_000
