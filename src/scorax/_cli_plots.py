@@ -101,12 +101,8 @@ def plot_samples(
         color = "tab:gray" if name == "data" else "tab:blue"
         axis.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=color)
         axis.set_title(f"{title}\n{len(points)} points", fontsize=10)
-        axis.set_xlim(limits[0], limits[1])
-        axis.set_ylim(limits[2], limits[3])
-        axis.set_aspect("equal")
-    figure.tight_layout()
-    figure.savefig(file, dpi=100)
-    plt.close(figure)
+        _frame(axis, limits)
+    _save(plt, figure, file)
 
 
 def _quiver(
@@ -158,11 +154,8 @@ def plot_score_field(
         )
         _quiver(axis, arrows_x, arrows_y, vectors, "tab:red")
         axis.set_title(f"{title} at t = {field.t:.3f}\nover the {background}")
-        axis.set_xlim(box[0], box[1])
-        axis.set_ylim(box[2], box[3])
-    figure.tight_layout()
-    figure.savefig(file, dpi=100)
-    plt.close(figure)
+        _frame(axis, box, equal=False)
+    _save(plt, figure, file)
 
 
 def plot_loss(
@@ -186,9 +179,7 @@ def plot_loss(
     axis.set_ylabel("diffusion loss")
     axis.set_title("training loss")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(file, dpi=100)
-    plt.close(figure)
+    _save(plt, figure, file)
 
 
 def plot_conditional(
@@ -223,12 +214,8 @@ def plot_conditional(
         if len(groups) > 1:
             axis.legend(loc="upper left", fontsize=8, markerscale=4)
         axis.set_title(title, fontsize=10)
-        axis.set_xlim(limits[0], limits[1])
-        axis.set_ylim(limits[2], limits[3])
-        axis.set_aspect("equal")
-    figure.tight_layout()
-    figure.savefig(file, dpi=100)
-    plt.close(figure)
+        _frame(axis, limits)
+    _save(plt, figure, file)
 
 
 @eqx.filter_jit
@@ -286,3 +273,18 @@ def write_plots(
         )
         files.append("conditional.png")
     return files
+
+
+def _frame(axis: Any, limits: Any, *, equal: bool = True) -> None:
+    """Show the box `(x_min, x_max, y_min, y_max)` on `axis`, at equal scales."""
+    axis.set_xlim(limits[0], limits[1])
+    axis.set_ylim(limits[2], limits[3])
+    if equal:
+        axis.set_aspect("equal")
+
+
+def _save(plt: Any, figure: Any, file: pathlib.Path) -> None:
+    """Lay out, write and close `figure`."""
+    figure.tight_layout()
+    figure.savefig(file, dpi=100)
+    plt.close(figure)
