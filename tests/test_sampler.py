@@ -209,6 +209,8 @@ SAMPLERS = {
             num_steps=25,
             order=3,
             corrector=True,
+            spacing="time_quadratic",
+            interpolation="time",
             parameterisation=scorax.DataPrediction(),
         ),
     ),
@@ -487,7 +489,14 @@ LOOP_SAMPLERS = {
         order=2,
     ),
     "dpm_solver_pp_3m_unic": lambda m: scorax.dpm_solver_pp_sample(
-        m, VP, jnp.ones(2), num_steps=5, order=3, corrector=True
+        m,
+        VP,
+        jnp.ones(2),
+        num_steps=5,
+        order=3,
+        corrector=True,
+        interpolation="time",
+        data_std=1.0,
     ),
     "dpm_solver_pp_2m_sde": lambda m: scorax.dpm_solver_pp_sample(
         m, VP, jnp.ones(2), num_steps=5, stochastic=True, key=jr.key(0), denoise=False
@@ -780,6 +789,22 @@ BAD_CALLS = [
             exact(VP), VP, jnp.zeros(2), corrector=True, stochastic=True, key=jr.key(0)
         ),
         "corrector",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), interpolation="lambda"
+        ),
+        "interpolation",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(exact(VP), VP, jnp.zeros(2), data_std=-1.0),
+        "data_std",
+    ),
+    (
+        lambda: scorax.dpm_solver_pp_sample(
+            exact(VP), VP, jnp.zeros(2), data_std=1.0, stochastic=True, key=jr.key(0)
+        ),
+        "data_std",
     ),
 ]
 

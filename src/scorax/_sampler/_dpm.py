@@ -65,8 +65,15 @@ from ._ddpm import ddim_steps
 from ._edm import edm_sigmas
 
 
-Spacing = Literal["log_snr", "time", "edm"]
-SPACINGS: tuple[str, ...] = ("log_snr", "time", "edm")
+Spacing = Literal["log_snr", "time", "time_quadratic", "edm"]
+SPACINGS: tuple[str, ...] = ("log_snr", "time", "time_quadratic", "edm")
+Interpolation = Literal["log_snr", "time"]
+INTERPOLATIONS: tuple[str, ...] = ("log_snr", "time")
+# Gauss-Legendre nodes and weights on [-1, 1] for the weights that have no closed
+# form (interpolation in time, or a data standard deviation): 16 nodes integrate
+# the smooth integrands of a step to rounding in float64 (tested against the
+# closed forms).
+_GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(16)
 
 
 class _Node(NamedTuple):
@@ -113,6 +120,15 @@ def _ells(start: Array, end: Array, num_steps: int, spacing: str, rho: Array) ->
     return -jnp.log(levels)
 
 
+def _times(start: Array, end: Array, num_steps: int, spacing: str) -> Array:
+    """`num_steps + 1` times from `start` down to `end`, uniform in t or in
+    sqrt(t) (Lu et al.'s "time_quadratic", after DDIM's quadratic step choice)."""
+    if spacing == "time":
+        return jnp.linspace(start, end, num_steps + 1)
+    times = jnp.linspace(jnp.sqrt(start), jnp.sqrt(end), num_steps + 1) ** 2
+    return times.at[0].set(start).at[-1].set(end)
+
+
 class _PathNodes(_AbstractNodes):
     """Nodes of a continuous Gaussian path, from its closed forms alone."""
 
@@ -130,8 +146,8 @@ class _PathNodes(_AbstractNodes):
 
     def grid(self, num_steps, spacing, rho, t_min, t_max, dtype) -> _Node:
         start, end = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
-        if spacing == "time":
-            times = jnp.linspace(start, end, num_steps + 1)
+        if spacing in ("time", "time_quadratic"):
+            times = _times(start, end, num_steps, spacing)
         else:
             ells = _ells(
                 self.path.log_snr(start) / 2,
@@ -192,7 +208,13 @@ class _ScheduleNodes(_AbstractNodes):
                 )
             return self._at_steps(ddim_steps(total, num_steps + 1), dtype)
         ends = self._at_steps(np.array([total, 1]), dtype)
-        ells = _ells(ends.ell[0], ends.ell[1], num_steps, spacing, rho)
+        if spacing == "time_quadratic":
+            times = _times(ends.t[0], ends.t[1], num_steps, spacing)
+            ells = self._step_ells(dtype)
+            scheduled = self.schedule.times.astype(dtype)
+            ells = jnp.interp(times, scheduled, ells)
+        else:
+            ells = _ells(ends.ell[0], ends.ell[1], num_steps, spacing, rho)
         nodes = jax.vmap(self.at)(ells)
         # The ends on the schedule's own steps N and 1.
         return jax.tree.map(
@@ -292,40 +314,129 @@ def _quadrature(us: Array, moments: list[Array], count: int) -> Array:
 
 
 class _History(NamedTuple):
-    """The last data predictions, newest first, and their half log-SNRs."""
+    """The last interpolated values (data predictions or their residuals), newest
+    first, and their nodes."""
 
-    data: Array  # (3, *shape)
-    ell: Array  # (3,)
+    values: Array  # (3, *shape)
+    nodes: _Node  # of (3,) arrays
+
+
+class _Rule(eqx.Module):
+    r"""What a multistep step integrates exactly and what it interpolates.
+
+    With `log_data_std` $= \log\sigma_d$ the model's data prediction is split as
+    $\hat x_0 = c\, x + r$, $c = \operatorname{sigmoid}(2\ell + 2\log\sigma_d) /
+    \alpha$, the posterior mean of $\mathcal{N}(0, \sigma_d^2 I)$ data (EDM's
+    $c_\text{skip}$), and the step integrates the linear part exactly,
+    $x_t = \frac{S_t}{S_s} x_s + \alpha_t \int_{\ell_s}^{\ell_t} K(\ell)\,
+    r\, \mathrm{d}\ell$ with $S = \sqrt{\alpha^2 \sigma_d^2 + \sigma^2}$ and
+    $K(\ell) = e^{\ell - \ell_t} S_t \sigma / (\sigma_t S)$. Without it
+    ($\sigma_d = 0$) $r = \hat x_0$, $S = \sigma$: DPM-Solver++. With `rate` 2 (the
+    SDE, data prediction only) $K = 2 e^{2(\ell - \ell_t)}$ and the linear factor
+    gains $e^{-h}$. The residual is interpolated in $\ell$ or in $t$
+    (`interpolation`)."""
+
+    nodes: _AbstractNodes
+    log_data_std: Array | None
+    interpolation: str = eqx.field(static=True)
+    rate: int = eqx.field(static=True)
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the weights have the closed form of Lu et al. (data prediction
+        interpolated in ell)."""
+        return self.log_data_std is None and self.interpolation == "log_snr"
+
+    def coordinate(self, node: _Node) -> Array:
+        return node.t if self.interpolation == "time" else node.ell
+
+    def _log_scale(self, ell: Array) -> Array:
+        """log(S / sigma) = log(1 + sigma_d^2 e^{2 ell}) / 2."""
+        if self.log_data_std is None:
+            return jnp.zeros_like(ell)
+        return jnp.logaddexp(0, 2 * (ell + self.log_data_std)) / 2
+
+    def residual(self, data: Array, x: Array, node: _Node) -> Array:
+        """The interpolated value r = x0_hat - c x at `node`."""
+        if self.log_data_std is None:
+            return data
+        share = jax.nn.sigmoid(2 * (node.ell + self.log_data_std))
+        return data - share * x / node.alpha
+
+    def linear(self, s: _Node, t: _Node) -> Array:
+        """The factor S_t / S_s (times e^{-h} for the SDE) on x_s."""
+        h = t.ell - s.ell
+        exponent = -(self.rate - 1) * h + self._log_scale(t.ell)
+        return t.sigma / s.sigma * jnp.exp(exponent - self._log_scale(s.ell))
+
+    def weights(
+        self, s: _Node, t: _Node, nodes: _Node, count: Array, midpoint: bool
+    ) -> Array:
+        """The weights on the values at `nodes` (the first `count` of them) of the
+        integral from s to t of K times their interpolant."""
+        h = t.ell - s.ell
+        size = nodes.ell.shape[0]
+        if self.closed_form:
+            us = (nodes.ell - s.ell) / h
+            moments = _moments(h, self.rate, size)
+            table = [_quadrature(us, moments, n) for n in range(1, size + 1)]
+            if midpoint:
+                # (1 + 1/(2r)) m0 - 1/(2r) m1 with r = -u_1: weights I_0 (1 -
+                # 1/(2u_1)), I_0/(2u_1).
+                half = moments[0] / (2 * us[1])
+                pair = jnp.stack([moments[0] - half, half])
+                table[1] = jnp.concatenate([pair, jnp.zeros(size - 2, us.dtype)])
+        else:
+            # Gauss-Legendre in ell; the interpolant in the chosen coordinate.
+            ells = s.ell + h * (1 + jnp.asarray(_GAUSS_NODES, h.dtype)) / 2
+            kernel = self.rate * jnp.exp(
+                self.rate * (ells - t.ell)
+                + self._log_scale(t.ell)
+                - self._log_scale(ells)
+            )
+            kernel = kernel * jnp.asarray(_GAUSS_WEIGHTS, h.dtype) * h / 2
+            origin = self.coordinate(s)
+            span = self.coordinate(t) - origin
+            if self.interpolation == "time":
+                points = (jax.vmap(self.nodes.at)(ells).t - origin) / span
+            else:
+                points = (ells - origin) / span
+            us = (self.coordinate(nodes) - origin) / span
+            table = [_lagrange(us, points, kernel, n) for n in range(1, size + 1)]
+        return jnp.select([count == n for n in range(1, size + 1)], table)
+
+
+def _lagrange(us: Array, points: Array, kernel: Array, count: int) -> Array:
+    """sum_q kernel_q L_j(points_q) for the Lagrange basis L_j through the first
+    `count` of `us`; zero weight on the others."""
+    weights = []
+    for j in range(count):
+        basis = jnp.ones_like(points)
+        for m in range(count):
+            if m != j:
+                basis = basis * (points - us[m]) / (us[j] - us[m])
+        weights.append(jnp.sum(kernel * basis))
+    padding = [jnp.zeros_like(us[0])] * (us.shape[0] - count)
+    return jnp.stack(weights + padding)
 
 
 def _exponential_step(
+    rule: _Rule,
     x: Array,
     s: _Node,
     t: _Node,
     values: Array,
-    ells: Array,
+    nodes: _Node,
     count: Array,
-    rate: int,
     midpoint: bool,
 ) -> Array:
-    r"""$x_t = \frac{\sigma_t}{\sigma_s} e^{-(c-1)h} x_s + \alpha_t \sum_j w_j
-    \hat x_0^{(j)}$: the linear part exactly, and the data prediction replaced by
-    its interpolant through the first `count` of `values` (at half log-SNRs
-    `ells`), integrated exactly against the weight $c\, e^{-c(\ell_t - \ell)}$.
-    With `midpoint` and two nodes, Lu et al.'s midpoint form of 2M instead."""
-    h = t.ell - s.ell
-    us = (ells - s.ell) / h
-    size = ells.shape[0]
-    moments = _moments(h, rate, size)
-    table = [_quadrature(us, moments, n) for n in range(1, size + 1)]
-    if midpoint:
-        # (1 + 1/(2r)) m0 - 1/(2r) m1 with r = -u_1: weights I_0 (1 - 1/(2u_1)), ...
-        half = moments[0] / (2 * us[1])
-        pair = jnp.stack([moments[0] - half, half])
-        table[1] = jnp.concatenate([pair, jnp.zeros(size - 2, us.dtype)])
-    weights = jnp.select([count == n for n in range(1, size + 1)], table)
-    linear = t.sigma / s.sigma * jnp.exp(-(rate - 1) * h) * x
-    return linear + t.alpha * jnp.tensordot(weights, values, axes=1)
+    r"""$x_t = \frac{S_t}{S_s} x_s + \alpha_t \sum_j w_j r^{(j)}$: the linear part
+    exactly, and the interpolated value replaced by its interpolant through the
+    first `count` of `values` (at `nodes`), integrated exactly against the
+    rule's weight. With `midpoint` and two nodes on the closed form, Lu et al.'s
+    midpoint form of 2M instead."""
+    weights = rule.weights(s, t, nodes, count, midpoint)
+    return rule.linear(s, t) * x + t.alpha * jnp.tensordot(weights, values, axes=1)
 
 
 # --------------------------------------------------------------------- the core
@@ -567,6 +678,8 @@ def dpm_solver_pp_sample(
     lower_order_final: bool = True,
     corrector: bool = False,
     spacing: Spacing = "log_snr",
+    interpolation: Interpolation = "log_snr",
+    data_std: RealScalarLike | None = None,
     rho: RealScalarLike = 7.0,
     t_min: float = 1e-3,
     t_max: float = 1.0,
@@ -662,54 +775,88 @@ def dpm_solver_pp_sample(
             "`corrector` must be False with `stochastic=True` (UniC corrects the "
             "deterministic steps only)."
         )
+    check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    if data_std is not None:
+        if stochastic:
+            raise ValueError(
+                "`data_std` must be None with `stochastic=True` (the SDE variant "
+                "integrates the data prediction's linear part only)."
+            )
+        data_std = check(
+            data_std,
+            jnp.isfinite(data_std) & (jnp.asarray(data_std) >= 0),
+            f"`data_std` must be finite and >= 0, got {data_std}.",
+        )
     key = jr.key(0) if key is None else key  # unused without noise
     reader, grid = _setup(
         model, path, x, num_steps, spacing, rho, t_min, t_max, parameterisation
     )
+    rule = _Rule(
+        reader.nodes,
+        None if data_std is None else jnp.log(jnp.asarray(data_std, x.dtype)),
+        interpolation,
+        2 if stochastic else 1,
+    )
     orders, corrections = step_orders(order, num_steps, lower_order_final, corrector)
     keys = jr.split(key, num_steps)
-    rate = 2 if stochastic else 1
     # Before the first step: a history the warm-up never weighs (its order ignores
-    # it), at distinct finite log-SNRs so that every quadrature stays regular.
-    start = grid.ell[0]
-    history = _History(
-        jnp.stack([x, x, x]), start - jnp.arange(1, 4, dtype=start.dtype)
-    )
+    # it), at distinct coordinates (before the grid's start) so that every weight
+    # stays finite.
     first = jax.tree.map(lambda a: a[0], grid)
+    offsets = jnp.arange(1, 4, dtype=x.dtype)
+    history = _History(
+        jnp.stack([x, x, x]),
+        jax.tree.map(lambda a: jnp.broadcast_to(a, (3,)), first)._replace(
+            t=first.t + offsets, ell=first.ell - offsets
+        ),
+    )
     previous = jax.tree.map(
         lambda a, b: jnp.concatenate([b[None], a[:-2]]),
         grid,
-        first._replace(ell=start - 1),
+        first._replace(t=first.t + 1, ell=first.ell - 1),
     )
+
+    def join(value: Array, node: _Node, history: _History, size: int) -> _History:
+        """`value` at `node`, then the newest `size` of `history`."""
+        return _History(
+            jnp.concatenate([value[None], history.values[:size]]),
+            jax.tree.map(
+                lambda a, b: jnp.concatenate([a[None], b[:size]]), node, history.nodes
+            ),
+        )
 
     def step(carry, inputs):
         x, history, x_before, count_before = carry
         s, t, before, count, correct, key = inputs
         m0 = reader.data(x, s)
+        r0 = rule.residual(m0, x, s)
         if np.any(corrections):
-            # UniC: the step into s again, with m0 (evaluated at the predicted x)
-            # added to its interpolant, one order higher.
+            # UniC: the step into s again, with the value at s (the model
+            # evaluated at the predicted x) added to its interpolant, one order
+            # higher.
+            known = join(r0, s, history, 3)
             corrected = _exponential_step(
+                rule,
                 x_before,
                 before,
                 s,
-                jnp.concatenate([m0[None], history.data]),
-                jnp.concatenate([s.ell[None], history.ell]),
+                known.values,
+                known.nodes,
                 count_before + 1,
-                rate,
                 midpoint=False,
             )
             x = jnp.where(correct, corrected, x)
-        values = jnp.concatenate([m0[None], history.data[:2]])
-        ells = jnp.concatenate([s.ell[None], history.ell[:2]])
-        x_t = _exponential_step(x, s, t, values, ells, count, rate, midpoint=True)
+        # The value at s stays the residual at the predicted state, where the
+        # model was evaluated (not re-evaluated at the corrected state; moving
+        # only its linear part there would leave the residual's own x-dependence
+        # behind, which on near-Gaussian data is about -c dx and costs accuracy).
+        history = join(r0, s, history, 2)
+        x_t = _exponential_step(
+            rule, x, s, t, history.values, history.nodes, count, midpoint=True
+        )
         if stochastic:
             z = jr.normal(key, x.shape, x.dtype)
             x_t = x_t + t.sigma * jnp.sqrt(-jnp.expm1(-2 * (t.ell - s.ell))) * z
-        history = _History(
-            jnp.concatenate([m0[None], history.data[:2]]),
-            jnp.concatenate([s.ell[None], history.ell[:2]]),
-        )
         return (x_t, history, x, count), x
 
     return _run(
