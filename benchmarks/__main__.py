@@ -88,7 +88,11 @@ def versions() -> dict[str, str]:
 
 
 def accuracy_table(name: str, rows: list[samplers.Accuracy]) -> list[str]:
-    return [samplers.MARKDOWN_HEADER, *(row.markdown_row(name) for row in rows)]
+    return [
+        samplers.MARKDOWN_HEADER,
+        *(row.markdown_row(name) for row in rows),
+        *samplers.target_lines(rows),
+    ]
 
 
 # How each benchmark's rows become a markdown table (default: `measurement_table`).

@@ -39,6 +39,7 @@ EVALUATIONS = {
     "dpm2m": 2 + 1,
     "dpm3m": 2 + 1,
     "dpm3m-unic": 2 + 1,
+    "dpm3m-time": 2 + 1,
     "dpm2m-sde": 2 + 1,
 }
 
@@ -87,12 +88,25 @@ def test_paths_with_alpha_zero_at_the_noise_end_are_sampled_by_default(name, pat
 
 
 @pytest.mark.parametrize(
-    ("name", "settings"), [("dpm2m", {}), ("pc", {"axis_name": "batch"})]
+    ("name", "settings"),
+    [
+        (
+            "dpm3m-time",
+            {
+                "data_std": float(
+                    jnp.std(MIXTURE.sample(key=jr.key(9), sample_shape=(10_000,)))
+                )
+            },
+        ),
+        ("pc", {"axis_name": "batch"}),
+    ],
 )
 def test_a_sampler_chosen_by_name_reaches_the_data(name, settings):
     """check_sampler with the exact model: the samples follow the mixture. pc in
     two dimensions needs its step-size norms averaged over the batch axis that
-    check_sampler names "batch"."""
+    check_sampler names "batch"; dpm3m-time takes the data's standard deviation
+    as a user would, from a sample. (dpm2m converges to the exact ODE solution
+    in test_dpm.)"""
     sampler = scorax.get_sampler(name, VP, **settings)
     model = scorax.testing.ExactModel(MIXTURE, VP, scorax.NoisePrediction())
     start = VP.prior_sample(key=jr.key(0), shape=(1000, 2))

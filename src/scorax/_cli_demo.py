@@ -184,6 +184,7 @@ def draw_samples(
     *,
     key: PRNGKeyArray,
     guide: tuple[Int[Array, " num"], Float[Array, " num"]] | None = None,
+    data_std: float | None = None,
 ) -> tuple[Float[Array, "num 2"], float]:
     """`num` samples with the sampler `name` from draws of the prior, and the mean
     number of model evaluations per sample."""
@@ -193,6 +194,7 @@ def draw_samples(
         num_steps=options.sampler_steps,
         parameterisation=OBJECTIVES[options.objective](),
         axis_name=BATCH_AXIS,
+        data_std=data_std,
     )
     prior_key, sampler_key = jr.split(key)
     starts = path.prior_sample(key=prior_key, shape=(num, 2), dtype=jnp.float32)
@@ -272,6 +274,7 @@ def conditional_demo(
         labels.shape[0],
         key=sample_key,
         guide=(labels, weights),
+        data_std=float(jnp.std(fresh[0])),
     )
     samples = samples.reshape(num_classes, num_weights, per, 2)
     records, noise_floor = [], {}
@@ -351,7 +354,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             f"sample_{name}", f"sampling {options.samples} points: {description}"
         ):
             samples[name], evaluations = draw_samples(
-                name, options, model, path, options.samples, key=key
+                name,
+                options,
+                model,
+                path,
+                options.samples,
+                key=key,
+                data_std=float(jnp.std(data)),
             )
         sampler_summary[name] = {
             "sliced_wasserstein": _number(_distance(samples[name], fresh, metric_key)),

@@ -40,6 +40,7 @@ class _Settings(NamedTuple):
     t_max: float
     axis_name: str | None
     adaptive: bool  # the ode entry: no `num_steps` given
+    data_std: float | None
 
     @property
     def ranged(self) -> dict[str, Any]:
@@ -162,13 +163,25 @@ def _dpm(order: int) -> Callable[[_Settings], Sampler]:
     return build
 
 
-def _dpm_pp(**options: Any) -> Callable[[_Settings], Sampler]:
-    """DPM-Solver++ with these options."""
+def _dpm_pp(
+    *, data_std: bool = False, **options: Any
+) -> Callable[[_Settings], Sampler]:
+    """DPM-Solver++ with these options (and `get_sampler`'s `data_std`, if
+    `data_std`)."""
 
     def build(s: _Settings) -> Sampler:
+        residual = {"data_std": s.data_std} if data_std else {}
+
         def sampler(model, x, key):
             return dpm_solver_pp_sample(
-                model, s.path, x, num_steps=s.num_steps, key=key, **options, **s.ranged
+                model,
+                s.path,
+                x,
+                num_steps=s.num_steps,
+                key=key,
+                **options,
+                **residual,
+                **s.ranged,
             )
 
         return sampler
@@ -207,6 +220,18 @@ SAMPLERS: dict[str, _Entry] = {
         20,
         _dpm_pp(order=3, corrector=True),
     ),
+    "dpm3m-time": _Entry(
+        "DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time "
+        "grid, with data_std (dpm_solver_pp_sample)",
+        20,
+        _dpm_pp(
+            order=3,
+            corrector=True,
+            spacing="time_quadratic",
+            interpolation="time",
+            data_std=True,
+        ),
+    ),
     "dpm2m-sde": _Entry(
         "DPM-Solver++(2M) SDE (dpm_solver_pp_sample)",
         50,
@@ -224,6 +249,7 @@ def get_sampler(
     t_min: float = 1e-3,
     t_max: float | None = None,
     axis_name: str | None = None,
+    data_std: float | None = None,
 ) -> Sampler:
     r"""A sampler chosen by name, with settings that suit it, as
     `sampler(model, x, key) -> SampleResult` for one starting point.
@@ -249,6 +275,7 @@ def get_sampler(
     | `dpm2m` | DPM-Solver++(2M) ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
     | `dpm3m` | DPM-Solver++(3M) ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
     | `dpm3m-unic` | DPM-Solver++(3M) with UniC ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
+    | `dpm3m-time` | DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time grid, with data_std ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
     | `dpm2m-sde` | DPM-Solver++(2M) SDE ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 50 |
 
     Every other setting is the sampler function's default. `ode` takes adaptive
@@ -278,6 +305,11 @@ def get_sampler(
       [`predictor_corrector_sample`][scorax.predictor_corrector_sample]); the
       other samplers ignore it. [`scorax.testing.check_sampler`][] runs samplers
       under the axis name `"batch"`.
+    - `data_std`: the data's standard deviation (for instance
+      `float(jnp.std(data))`), for `dpm3m-time`, which integrates the linear part
+      of $\mathcal{N}(0, \sigma_d^2 I)$ data exactly (see
+      [`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]); default `None`, the
+      data prediction itself. The other samplers ignore it.
 
     **Returns:**
 
@@ -318,5 +350,6 @@ def get_sampler(
         t_max,
         axis_name,
         adaptive=num_steps is None and entry.num_steps is None,
+        data_std=data_std,
     )
     return entry.build(settings)
