@@ -152,9 +152,9 @@ def test_tiny_demo_writes_plots_and_summary(capsys, tmp_path):
     assert summary["conditional"] is None
     assert summary["scorax_version"] == scorax.__version__
     assert summary["options"]["steps"] == 20
-    assert summary["options"]["samplers"] == ["sde", "ode"]
+    assert summary["options"]["samplers"] == ["sde", "dpm3m-time"]
     assert set(summary["files"]) == {"summary.json", *PLOTS}
-    assert set(summary["samplers"]) == {"sde", "ode"}
+    assert set(summary["samplers"]) == {"sde", "dpm3m-time"}
     for values in summary["samplers"].values():
         assert set(values) == {"sliced_wasserstein", "num_evaluations", "wall_time_s"}
         assert values["sliced_wasserstein"] >= 0
@@ -164,7 +164,14 @@ def test_tiny_demo_writes_plots_and_summary(capsys, tmp_path):
         assert set(entry) == {"t", "noise_to_signal", "fisher_divergence", "relative"}
         assert 0 < entry["t"] <= 1
     times = summary["wall_time_s"]
-    assert {"total", "data", "train", "sample_sde", "sample_ode", "plots"} <= set(times)
+    assert {
+        "total",
+        "data",
+        "train",
+        "sample_sde",
+        "sample_dpm3m-time",
+        "plots",
+    } <= set(times)
     assert times["total"] >= times["train"]
     assert _finite_numbers(summary)
 

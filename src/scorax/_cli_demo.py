@@ -61,7 +61,10 @@ class DemoOptions:
     path: str = "vp"
     objective: str = "noise"
     weighting: str = "noise"
-    samplers: tuple[str, ...] = ("sde", "ode")
+    # The reverse SDE, and the fastest accurate ODE sampler: on the mixture, with
+    # a trained model, dpm3m-time at 21 evaluations is within 7% of adaptive
+    # Tsit5's sliced Wasserstein distance at 130 (both below the noise floor).
+    samplers: tuple[str, ...] = ("sde", "dpm3m-time")
     steps: int = 6000
     batch_size: int = 256
     width: int = 128
