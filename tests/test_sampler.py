@@ -237,6 +237,7 @@ SAMPLERS = {
             stochastic=True,
             key=key,
             spacing="time",
+            interpolation="time",
             parameterisation=scorax.DataPrediction(),
         ),
     ),
