@@ -179,8 +179,9 @@ EXACT = scorax.testing.ExactModel(MIXTURE, VP, NOISE)
 
 def flow(model, x, key):
     """The probability-flow ODE in 20 evaluations: DPM-Solver++(3M) with UniC,
-    interpolated in time on the quadratic grid (pathwise error ~2e-3 on this
-    mixture, far below what the distribution checks resolve with 2000 points;
+    interpolated in time on the quadratic grid (pathwise error 1.5e-3 on this
+    mixture in benchmarks/results/cpu.md, far below what the distribution checks
+    resolve with 2000 points;
     adaptive Tsit5 took about 130 evaluations and three times as long here)."""
     return scorax.dpm_solver_pp_sample(
         model,

@@ -603,9 +603,9 @@ def dpm_solver_sample(
     **The grid** of `num_steps + 1` nodes runs from $t_\text{max}$ to
     $t_\text{min}$, uniform in $\ell$ (`spacing="log_snr"`, the paper's choice),
     uniform in $t$ (`"time"`), uniform in $\sqrt t$ (`"time_quadratic"`, the
-    authors' code's option after DDIM's quadratic steps), or with the noise levels $e^{-\ell} =
-    \sigma/\alpha$ $\rho$-spaced as in [`edm_sample`][scorax.edm_sample]
-    (`"edm"`).
+    authors' code's option after DDIM's quadratic steps), or with the noise
+    levels $e^{-\ell} = \sigma/\alpha$ $\rho$-spaced as in
+    [`edm_sample`][scorax.edm_sample] (`"edm"`).
 
     **On a [`DDPMSchedule`][scorax.DDPMSchedule]** the grid runs from step $N$
     to step 1 with the discrete $\bar\alpha$; with `spacing="time"` its nodes are
