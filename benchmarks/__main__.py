@@ -22,7 +22,7 @@ from typing import Any
 
 import jax
 
-from . import fit, likelihood, mixture, objectives, samplers, trace
+from . import fit, likelihood, mixture, objectives, samplers, trace, unet
 from ._harness import Benchmark, measurement_table
 
 
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "samplers": samplers.run,
     "likelihood": likelihood.run,
     "trace": trace.run,
+    "unet": unet.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")

@@ -128,6 +128,16 @@ def test_unet_maps_images_and_t_to_the_shape_of_x(shape, channels, key):
     assert not jnp.allclose(out, call(unet, x, jnp.asarray(0.8))), "t matters"
 
 
+@pytest.mark.parametrize("channels", [(2,), (3, 5)])
+def test_unet_builds_with_its_narrowest_documented_widths(channels):
+    """2 and 3 channels (at least 2 is documented) make one group: building and
+    calling such a UNet works (abstractly evaluated: nothing to compile)."""
+    unet = eqx.filter_eval_shape(scorax.UNet, (8, 8), channels=channels, key=jr.key(0))
+    assert unet.head_norm.groups == 1
+    out = eqx.filter_eval_shape(lambda m, x: m(x, 0.5), unet, jnp.zeros((8, 8)))
+    assert out.shape == (8, 8)
+
+
 def test_unet_learns_on_digits(key):
     """150 fit steps of diffusion_loss on the 8x8 digits halve the loss."""
     images = scorax.datasets.digits()
