@@ -7,12 +7,14 @@ Each session installs the project with pip into its own virtual environment, so
 import os
 import pathlib
 import shutil
+import tarfile
+import zipfile
 
 import nox
 
 
 nox.options.default_venv_backend = "venv"  # uv may not be installed
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "wheel"]
 
 ROOT = pathlib.Path(__file__).parent
 KATEX_VERSION = "0.16"
@@ -141,6 +143,89 @@ def _vendor_katex(dist: pathlib.Path, vendor: pathlib.Path) -> None:
     for name in ("katex.min.js", "katex.min.css", "contrib/auto-render.min.js"):
         shutil.copyfile(dist / name, vendor / name)
     shutil.copytree(dist / "fonts", vendor / "fonts")
+
+
+# What the installed wheel runs, from outside the source tree: the testing kit's
+# strategies and checks on the exact oracle, as a user's test would call them.
+TESTING_SMOKE = """
+import pathlib
+import jax.random as jr
+from hypothesis import given, settings
+import scorax, scorax.testing
+assert "site-packages" in pathlib.Path(scorax.__file__).parts, scorax.__file__
+
+@settings(max_examples=5, deadline=None)
+@given(path=scorax.testing.gaussian_paths())
+def test_paths(path):
+    scorax.testing.check_path(path)
+    scorax.testing.check_parameterisation_roundtrip(path)
+
+test_paths()
+path = scorax.VPPath()
+mixture = scorax.datasets.gaussian_mixture()
+sampler = scorax.get_sampler("dpm2m", path)
+start = path.prior_sample(key=jr.key(0), shape=(500, 2))
+model = scorax.testing.ExactModel(mixture, path)
+scorax.testing.check_sampler(sampler, model, start, mixture, key=jr.key(1))
+print("scorax", scorax.__version__, "from", scorax.__file__, ": testing kit works")
+"""
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and the wheel as a release would, check their metadata, and
+    use the wheel as a user gets it: installed (with the `testing` extra) into
+    this session's fresh environment and run from outside the source tree, so
+    nothing is imported from `src/`. Runs the quickstart, a short
+    `scorax demo` and a smoke test of `scorax.testing`."""
+    session.install("build>=1.2", "twine>=5.1")
+    dist = pathlib.Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))
+    artefacts = sorted(str(p) for p in dist.iterdir())
+    session.run("twine", "check", "--strict", *artefacts)
+    _check_artefacts(session, artefacts)
+    (wheel_file,) = dist.glob("*.whl")
+    session.install(f"{wheel_file}[testing]")
+    elsewhere = pathlib.Path(session.create_tmp()) / "user"
+    elsewhere.mkdir(exist_ok=True)
+    session.chdir(elsewhere)
+    session.run("python", "-c", TESTING_SMOKE)
+    session.run("python", str(ROOT / "examples" / "quickstart.py"))
+    session.run(
+        "scorax", "demo", "--steps", "200", "--samples", "256", "--output", "demo"
+    )
+
+
+def _check_artefacts(session: nox.Session, artefacts: list[str]) -> None:
+    """Both artefacts carry the licence text; the wheel carries the package with
+    its `py.typed` marker and the licence in its metadata, and nothing of the
+    development tree (tests, benchmarks)."""
+    problems = []
+    for artefact in artefacts:
+        if artefact.endswith(".whl"):
+            with zipfile.ZipFile(artefact) as archive:
+                names = archive.namelist()
+                metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+                text = archive.read(metadata).decode()
+            if "License-Expression: Apache-2.0" not in text:
+                problems.append(f"{artefact}: no License-Expression in its METADATA")
+            for wanted in ("scorax/__init__.py", "scorax/py.typed"):
+                if wanted not in names:
+                    problems.append(f"{artefact}: no {wanted}")
+            leaked = [n for n in names if n.startswith(("tests/", "benchmarks/"))]
+            if leaked:
+                problems.append(f"{artefact}: holds {leaked[:3]}")
+        else:
+            with tarfile.open(artefact) as archive:
+                names = archive.getnames()
+        if not any(name.rsplit("/", 1)[-1] == "LICENSE" for name in names):
+            problems.append(f"{artefact}: no LICENSE")
+    if problems:
+        session.error("\n".join(problems))
+    session.log(
+        f"Checked {len(artefacts)} artefacts: licence, package files, metadata."
+    )
 
 
 @nox.session

@@ -119,3 +119,12 @@ def test_testing_kit_names_are_documented_annotated_and_on_the_api_page(name):
                 f"scorax.testing.{name}: `{parameter.name}` is not annotated"
             )
         assert signature.return_annotation is not inspect.Signature.empty
+
+
+def test_version_matches_the_installed_package_metadata():
+    """`scorax.__version__` is what pip and the changelog call this release."""
+    import importlib.metadata
+
+    assert scorax.__version__ == importlib.metadata.version("scorax")
+    changelog = (pathlib.Path(__file__).parent.parent / "CHANGELOG.md").read_text()
+    assert f"## [{scorax.__version__}]" in changelog

@@ -28,14 +28,24 @@ def models() -> dict[str, tuple[eqx.Module, jax.Array, float, int | None]]:
     image = jr.normal(jr.key(1), (8, 8))
     point = jr.normal(jr.key(2), (2,))
     return {
-        "score_mlp": (scorax.ScoreMLP((2,), width=16, depth=2, key=key), point, 0.3, None),
+        "score_mlp": (
+            scorax.ScoreMLP((2,), width=16, depth=2, key=key),
+            point,
+            0.3,
+            None,
+        ),
         "score_mlp_conditional": (
             scorax.ScoreMLP((2,), width=16, depth=2, num_classes=3, key=key),
             point,
             0.3,
             1,
         ),
-        "energy_mlp": (scorax.EnergyMLP((2,), width=16, depth=2, key=key), point, 0.3, None),
+        "energy_mlp": (
+            scorax.EnergyMLP((2,), width=16, depth=2, key=key),
+            point,
+            0.3,
+            None,
+        ),
         "unet": (scorax.UNet((8, 8), channels=(8, 16), key=key), image, 0.4, None),
         "unet_conditional": (
             scorax.UNet((2, 8, 8), channels=(8,), num_classes=3, key=key),
