@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -103,20 +104,20 @@ def loss_fn(
     return scorax.diffusion_loss(model, PATH, x, key=key)
 
 
-def fit_losses(num_steps: int) -> Train:
+def fit_losses(
+    num_steps: int, *, loss: Callable = loss_fn, batch: int = BATCH
+) -> Train:
     """A user's call of `fit`, returning its losses."""
     optimizer = optax.adam(LEARNING_RATE)  # one object: a new one is a new program
 
-    def train(
-        model: scorax.ScoreMLP, data: Float[Array, "n 2"], key: PRNGKeyArray
-    ) -> Array:
+    def train(model: eqx.Module, data: Array, key: PRNGKeyArray) -> Array:
         result = scorax.fit(
             model,
-            loss_fn,
+            loss,
             data,
             optimizer=optimizer,
             num_steps=num_steps,
-            batch_size=BATCH,
+            batch_size=batch,
             key=key,
             progress=False,
         )
@@ -125,31 +126,50 @@ def fit_losses(num_steps: int) -> Train:
     return train
 
 
+def fit_step(
+    static: PyTree,
+    optimizer: optax.GradientTransformation,
+    data: Array,
+    key: PRNGKeyArray,
+    *,
+    loss: Callable = loss_fn,
+    batch: int = BATCH,
+) -> Callable:
+    """Fit's step `i` written out, `(params, opt_state, i) -> (params, opt_state,
+    loss)`: its keys (`fold_in(key, i)`, split), `randint` batch indices,
+    per-sample keys, `vmap` loss, mean, `value_and_grad` and optimiser update."""
+
+    def batch_loss(params: PyTree, rows: Array, keys: PRNGKeyArray) -> Array:
+        model = eqx.combine(params, static)
+        return jnp.mean(jax.vmap(lambda x, k: loss(model, x, k))(rows, keys))
+
+    def step(params: PyTree, opt_state: PyTree, i: Array) -> tuple:
+        index_key, loss_key = jr.split(jr.fold_in(key, i))
+        indices = jr.randint(index_key, (batch,), 0, data.shape[0])
+        keys = jr.split(loss_key, batch)
+        value, grads = jax.value_and_grad(batch_loss)(params, data[indices], keys)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return eqx.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
 def scan_losses(model: scorax.ScoreMLP, num_steps: int) -> Train:
     """Fit's steps, written out as one jitted `lax.scan` over all steps."""
     _, static = eqx.partition(model, eqx.is_inexact_array)
     optimizer = optax.adam(LEARNING_RATE)
 
-    def batch_loss(
-        params: PyTree, batch: Float[Array, "b 2"], keys: PRNGKeyArray
-    ) -> Float[Array, ""]:
-        model = eqx.combine(params, static)
-        return jnp.mean(jax.vmap(lambda x, k: loss_fn(model, x, k))(batch, keys))
-
     @jax.jit
     def scan(params: PyTree, data: Float[Array, "n 2"], key: PRNGKeyArray) -> Array:
-        def step(carry: tuple, i: Array) -> tuple[tuple, Array]:
-            params, opt_state = carry
-            index_key, loss_key = jr.split(jr.fold_in(key, i))
-            indices = jr.randint(index_key, (BATCH,), 0, data.shape[0])
-            keys = jr.split(loss_key, BATCH)
-            loss, grads = jax.value_and_grad(batch_loss)(params, data[indices], keys)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (eqx.apply_updates(params, updates), opt_state), loss
+        step = fit_step(static, optimizer, data, key)
+
+        def body(carry: tuple, i: Array) -> tuple[tuple, Array]:
+            params, opt_state, loss = step(*carry, i)
+            return (params, opt_state), loss
 
         carry = (params, optimizer.init(params))
         steps = jnp.arange(num_steps, dtype=jnp.int32)
-        return jax.lax.scan(step, carry, steps)[1]
+        return jax.lax.scan(body, carry, steps)[1]
 
     def train(
         model: scorax.ScoreMLP, data: Float[Array, "n 2"], key: PRNGKeyArray
@@ -199,22 +219,39 @@ def torch_losses(model: scorax.ScoreMLP, num_steps: int, *, compiled: bool) -> T
             for layer, (weight, bias) in zip(linear_layers, linears, strict=True):
                 layer.weight.copy_(torch.from_numpy(weight))
                 layer.bias.copy_(torch.from_numpy(bias))
-        x = torch.from_numpy(np.array(data))
-        optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
-        generator = torch.Generator().manual_seed(0)
-        losses = torch.empty(num_steps)
-        for i in range(num_steps):
-            x0 = x[torch.randint(0, x.shape[0], (BATCH,), generator=generator)]
-            t = 1e-3 + (1 - 1e-3) * torch.rand(BATCH, 1, generator=generator)
-            eps = torch.randn(BATCH, 2, generator=generator)
-            loss = step_loss(x0, t, eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses[i] = loss.detach()
-        return jnp.asarray(losses.numpy())
+        return torch_adam(net, step_loss, data, num_steps, time_shape=(BATCH, 1))
 
     return train
+
+
+def torch_adam(
+    net: Any,
+    step_loss: Callable,
+    data: Array,
+    num_steps: int,
+    *,
+    time_shape: tuple[int, ...],
+    batch: int = BATCH,
+) -> Array:
+    """PyTorch's training loop for the diffusion loss: `num_steps` Adam steps on
+    `step_loss(x0, t, eps)` with batches drawn with replacement, t uniform on
+    [1e-3, 1) in `time_shape`, standard normal noise; the `(num_steps,)` losses."""
+    import torch  # pyright: ignore[reportMissingImports]
+
+    x = torch.from_numpy(np.array(data))
+    optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.empty(num_steps)
+    for i in range(num_steps):
+        x0 = x[torch.randint(0, x.shape[0], (batch,), generator=generator)]
+        t = 1e-3 + (1 - 1e-3) * torch.rand(time_shape, generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        loss = step_loss(x0, t, eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses[i] = loss.detach()
+    return jnp.asarray(losses.numpy())
 
 
 def drawn_indices(key: PRNGKeyArray, num_steps: int) -> np.ndarray:

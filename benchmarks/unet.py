@@ -42,9 +42,10 @@ from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 import scorax
-from scorax._model._conv import conv_nhwc
+from scorax import conv_nhwc
 
 from ._harness import Budget, compare, Measurement, QUICK
+from .fit import fit_losses, fit_step, torch_adam
 
 
 CHANNELS = (32, 64)
@@ -136,28 +137,10 @@ def conv_rows(quick: bool) -> list[Measurement]:
 # --- Training ----------------------------------------------------------------------
 
 
-def step_fn(static: PyTree, optimizer: optax.GradientTransformation, data, key):
-    """Fit's step `i` written out: its keys, batch draw, loss and update."""
-
-    def batch_loss(params: PyTree, batch: Array, keys: PRNGKeyArray) -> Array:
-        model = eqx.combine(params, static)
-        return jnp.mean(jax.vmap(lambda x, k: loss_fn(model, x, k))(batch, keys))
-
-    def step(params: PyTree, opt_state: PyTree, i: Array):
-        index_key, loss_key = jr.split(jr.fold_in(key, i))
-        indices = jr.randint(index_key, (BATCH,), 0, data.shape[0])
-        keys = jr.split(loss_key, BATCH)
-        loss, grads = jax.value_and_grad(batch_loss)(params, data[indices], keys)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return eqx.apply_updates(params, updates), opt_state, loss
-
-    return step
-
-
 def per_step_losses(model: scorax.UNet, data, key, num_steps: int) -> Callable:
     static = eqx.partition(model, eqx.is_inexact_array)[1]
     optimizer = optax.adam(LEARNING_RATE)
-    step = jax.jit(step_fn(static, optimizer, data, key))
+    step = jax.jit(fit_step(static, optimizer, data, key, loss=loss_fn, batch=BATCH))
 
     def train(model: scorax.UNet, data: Array, key: PRNGKeyArray) -> Array:
         params, _ = eqx.partition(model, eqx.is_inexact_array)
@@ -178,7 +161,7 @@ def scan_losses(
     (XLA compiles the unrolled steps as straight-line code)."""
     static = eqx.partition(model, eqx.is_inexact_array)[1]
     optimizer = optax.adam(LEARNING_RATE)
-    step = step_fn(static, optimizer, data, key)
+    step = fit_step(static, optimizer, data, key, loss=loss_fn, batch=BATCH)
 
     @jax.jit
     def scan(params: PyTree) -> Array:
@@ -196,24 +179,6 @@ def scan_losses(
     return train
 
 
-def fit_losses(num_steps: int) -> Callable:
-    optimizer = optax.adam(LEARNING_RATE)
-
-    def train(model: scorax.UNet, data: Array, key: PRNGKeyArray) -> Array:
-        return scorax.fit(
-            model,
-            loss_fn,
-            data,
-            optimizer=optimizer,
-            num_steps=num_steps,
-            batch_size=BATCH,
-            key=key,
-            progress=False,
-        ).losses
-
-    return train
-
-
 def torch_losses(model: scorax.UNet, num_steps: int, *, compiled: bool) -> Callable:
     """The PyTorch twin trained on the same loss from the same weights (reset on
     each call, so `torch.compile`'s work on the first call is reused)."""
@@ -224,7 +189,6 @@ def torch_losses(model: scorax.UNet, num_steps: int, *, compiled: bool) -> Calla
     torch.set_num_threads(os.cpu_count() or 1)
     twin = _torch_unet.build(model)
     initial = {k: v.clone() for k, v in twin.state_dict().items()}
-    side = model.shape[-1]
 
     def loss_of(x0: "torch.Tensor", t: "torch.Tensor", eps: "torch.Tensor"):
         b = (0.1 * t + 9.95 * t**2)[:, None, None]  # the integral of beta
@@ -239,20 +203,9 @@ def torch_losses(model: scorax.UNet, num_steps: int, *, compiled: bool) -> Calla
     def train(model: scorax.UNet, data: Array, key: PRNGKeyArray) -> Array:
         del model, key
         twin.load_state_dict(initial)
-        optimizer = torch.optim.Adam(twin.parameters(), lr=LEARNING_RATE)
-        x = torch.from_numpy(np.array(data))
-        generator = torch.Generator().manual_seed(0)
-        losses = torch.empty(num_steps)
-        for i in range(num_steps):
-            x0 = x[torch.randint(0, x.shape[0], (BATCH,), generator=generator)]
-            t = 1e-3 + (1 - 1e-3) * torch.rand(BATCH, generator=generator)
-            eps = torch.randn(BATCH, side, side, generator=generator)
-            loss = step_loss(x0, t, eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses[i] = loss.detach()
-        return jnp.asarray(losses.numpy())
+        return torch_adam(
+            twin, step_loss, data, num_steps, time_shape=(BATCH,), batch=BATCH
+        )
 
     return train
 
@@ -284,7 +237,7 @@ def train_rows(quick: bool) -> list[Measurement]:
         model, data, key = setup(side)
         args = (model, data, key)
         case = f"UNet {side}x{side} channels={CHANNELS} batch={BATCH} steps={num_steps}"
-        fit = ("fit", fit_losses(num_steps))
+        fit = ("fit", fit_losses(num_steps, loss=loss_fn, batch=BATCH))
         references = [
             (
                 case,

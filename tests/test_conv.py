@@ -16,7 +16,7 @@ from hypothesis import example, given, strategies as st
 from jax import lax
 
 import scorax
-from scorax._model._conv import conv_nhwc
+from scorax import conv_nhwc
 
 from .helpers import assert_allclose
 

@@ -26,6 +26,7 @@ from ._metric import (
 )
 from ._mixture import GaussianMixture as GaussianMixture
 from ._model import (
+    conv_nhwc as conv_nhwc,
     EnergyMLP as EnergyMLP,
     GaussianFourierFeatures as GaussianFourierFeatures,
     ScoreMLP as ScoreMLP,
@@ -112,6 +113,7 @@ __all__ = [
     "bits_per_dim",
     "classifier_free_guidance",
     "classifier_guidance",
+    "conv_nhwc",
     "convert",
     "ddim_sample",
     "ddpm_sample",

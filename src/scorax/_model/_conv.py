@@ -1,20 +1,11 @@
 r"""Channel-last 2-D convolution that stays fast inside loops on XLA's CPU backend.
 
-XLA's CPU backend runs a convolution at full speed only in its canonical layout
-(input NHWC, kernel HWIO); it rewrites other layouts into that one, but only in
-the program's entry computation (`ConvCanonicalization` visits nothing else). A
-convolution inside a loop body, which is where every `lax.scan`, `fori_loop`
-and Diffrax solve puts the model, keeps its layout and runs through a generic
-fallback about ten times slower. Channel-first convolutions (Equinox's
-`Conv2d`, made NCHW by `vmap`) hit it, and so do the convolutions that JAX's
-autodiff writes for any forward convolution: the input gradient flips the
-kernel to HWOI, the kernel gradient puts the batch in the feature position.
-
-`conv_nhwc` is one primitive whose every form is canonical: its forward pass,
-its forward-mode tangents, its transposes (written as the same primitive on
-explicitly transposed, flipped or dilated operands) and its batching rule
-(the `vmap` axis joins the batch axis N). Gradients of any order, `jvp`,
-`linear_transpose` and nested `vmap` all reduce to it.
+See `conv_nhwc`. For maintainers, the cause: XLA's CPU pass
+`ConvCanonicalization`, which rewrites a convolution into the NHWC/HWIO layout
+its fast kernels take, visits only the entry computation, so a convolution in any
+other layout inside a loop body (or a branch) keeps the generic fallback. Hence
+one primitive whose forward pass, tangents, transposes and batching rule all
+produce that layout.
 """
 
 import functools as ft
@@ -66,9 +57,50 @@ def conv_nhwc(
     stride: Sequence[int] = (1, 1),
     padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
 ) -> Float[Array, "n h2 w2 o"]:
-    """The cross-correlation of a batch of channel-last images with an HWIO
-    kernel, as `lax.conv_general_dilated` computes it, in a form that XLA's CPU
-    backend runs at full speed inside loops, differentiated in either mode."""
+    r"""A 2-D convolution of channel-last images that XLA's CPU backend runs at
+    full speed inside loops, in every derivative: the layer to build a
+    convolutional score model from (it is [`UNet`][scorax.UNet]'s).
+
+    It computes the cross-correlation of deep learning's convolution layers,
+
+    $$y_{n,p,q,o} = \sum_{a,b,i} \tilde x_{n,\, s_1 p + a,\, s_2 q + b,\, i}\,
+    k_{a,b,i,o},$$
+
+    with $\tilde x$ the images zero-padded by `padding`, exactly as
+    `jax.lax.conv_general_dilated(x, kernel, stride, padding,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"))` does. What differs is how it
+    compiles. XLA's CPU backend runs a convolution fast only with the input
+    NHWC and the kernel HWIO, and rewrites other layouts into those only in a
+    program's entry computation; inside a loop body (each `lax.scan`,
+    `fori_loop` and Diffrax solve, so in `fit` and in every sampler) a
+    convolution in another layout runs through a generic fallback, about ten
+    times slower. Channel-first layers such as Equinox's `Conv2d` fall into it,
+    and so do the convolutions that JAX's autodiff derives from a channel-last
+    one: the input gradient correlates with the kernel flipped and with I and O
+    swapped, the kernel gradient contracts over the batch (Dumoulin & Visin 2016,
+    "A guide to convolution arithmetic for deep learning", section 4). Here the
+    forward pass, its tangents, both transposes and `vmap` (whose axis joins the
+    batch axis N) are all written as this same canonical convolution on
+    explicitly transposed, flipped or dilated operands, so gradients of any
+    order, `jax.jvp` (the divergence of a likelihood solve) and nested `vmap`
+    all stay in the fast layout. A kernel batched under `vmap` (an ensemble)
+    falls back to XLA's grouped convolution: correct, not loop-proof.
+
+    **Arguments:**
+
+    - `x`: a batch of images, `(batch, height, width, in_channels)`. A
+      per-sample model calls it on `x[None]` and `jax.vmap` batches it.
+    - `kernel`: `(kernel_height, kernel_width, in_channels, out_channels)`.
+      (Equinox's and PyTorch's `(out, in, kh, kw)` kernels convert with
+      `weight.transpose(2, 3, 1, 0)`.)
+    - `stride`: the step of the window along height and width.
+    - `padding`: `((low, high), (low, high))` zeros added along height and
+      width; `((1, 1), (1, 1))` keeps the size of a 3x3 convolution.
+
+    **Returns:** `(batch, out_height, out_width, out_channels)`, with
+    out_height $= \lfloor (h + \text{low} + \text{high} - k_h)/s_1 \rfloor + 1$
+    and likewise for the width.
+    """
     return _conv_p.bind(
         x,
         kernel,

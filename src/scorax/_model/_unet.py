@@ -2,7 +2,7 @@ r"""A small time-conditional U-Net for images.
 
 Its layers hold their parameters as Equinox's `Conv2d` and `GroupNorm` do
 (kernels out x in x height x width, as in PyTorch), and apply them to channel-last
-activations through `_conv.conv_nhwc`: the layout in which XLA's CPU backend runs
+activations through `conv_nhwc`: the layout in which XLA's CPU backend runs
 convolutions at full speed, in and out of loops.
 """
 
@@ -107,10 +107,10 @@ class UNet(eqx.Module):
 
     The parameters are stored as Equinox's `Conv2d` and `GroupNorm` store them
     (kernels `(out, in, height, width)`, as in PyTorch), so checkpoints of earlier
-    versions load unchanged; the computation runs channel-last, where XLA's CPU
-    backend is fastest and, unlike channel-first, stays fast inside `lax.scan`,
-    the loops of the samplers and Diffrax's solves (the `unet` benchmark measures
-    both).
+    versions load unchanged. The computation runs channel-last through
+    [`conv_nhwc`][scorax.conv_nhwc], the layout in which XLA's CPU backend is
+    fastest and which, unlike channel-first, stays fast inside `lax.scan`, the
+    samplers' loops and Diffrax's solves (the `unet` benchmark measures both).
 
     **Arguments:**
 
