@@ -165,7 +165,8 @@ path = scorax.VPPath()
 mixture = scorax.datasets.gaussian_mixture()
 sampler = scorax.get_sampler("dpm2m", path)
 start = path.prior_sample(key=jr.key(0), shape=(500, 2))
-model = scorax.testing.ExactModel(mixture, path)
+# get_sampler reads the model as noise, as diffusion_loss trains it by default.
+model = scorax.testing.ExactModel(mixture, path, parameterisation=scorax.NoisePrediction())
 scorax.testing.check_sampler(sampler, model, start, mixture, key=jr.key(1))
 print("scorax", scorax.__version__, "from", scorax.__file__, ": testing kit works")
 """
