@@ -179,7 +179,7 @@ def wheel(session: nox.Session) -> None:
     this session's fresh environment and run from outside the source tree, so
     nothing is imported from `src/`. Runs the quickstart, a short
     `scorax demo` and a smoke test of `scorax.testing`."""
-    session.install("build>=1.2", "twine>=5.1")
+    session.install("build>=1.2", "twine>=6.1")  # metadata 2.4 (PEP 639)
     dist = pathlib.Path(session.create_tmp()) / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(dist), str(ROOT))

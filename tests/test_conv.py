@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-import pytest
 from hypothesis import example, given, strategies as st
 from jax import lax
 
@@ -178,17 +177,30 @@ def test_channel_first_convolutions_in_a_loop_are_not_canonical():
     assert set(convolutions(text)) - {"b01f_01io->b01f"}
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (2, 8, 8)])
-def test_unet_equals_its_channel_first_layers(shape):
+def test_unet_equals_its_channel_first_layers():
     """The UNet's channel-last computation is its layers' own (Equinox's `Conv2d`
-    and `GroupNorm` on channel-first arrays), layer by layer."""
+    and `GroupNorm` on channel-first arrays), for every layer, with every
+    parameter (norm scales and shifts included) drawn at random."""
     from scorax._model._unet import _conv, _norm
 
-    unet = scorax.UNet(shape, channels=(8, 16), key=jr.key(0))
-    h = jr.normal(jr.key(1), (8, 8, 8), jnp.float64)
-    block = unet.down_blocks[0]
-    for layer in (block.conv1, block.conv2, unet.downsamples[0]):
+    unet = scorax.UNet((2, 8, 8), channels=(8, 12), key=jr.key(0))
+    leaves, treedef = jax.tree.flatten(eqx.filter(unet, eqx.is_inexact_array))
+    keys = jr.split(jr.key(1), len(leaves))
+    drawn = [
+        jr.normal(k, leaf.shape, jnp.float64)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    unet = eqx.combine(jax.tree.unflatten(treedef, drawn), unet)
+    is_layer = lambda x: isinstance(x, (eqx.nn.Conv2d, eqx.nn.GroupNorm))  # noqa: E731
+    layers = [x for x in jax.tree.leaves(unet, is_leaf=is_layer) if is_layer(x)]
+    assert sum(isinstance(x, eqx.nn.Conv2d) for x in layers) >= 10
+    for layer in layers:
+        channels = layer.in_channels if is_conv(layer) else layer.channels
+        h = jr.normal(jr.key(2), (8, 8, channels), jnp.float64)
+        apply = _conv if is_conv(layer) else _norm
         want = layer(h.transpose(2, 0, 1)).transpose(1, 2, 0)
-        assert_allclose(_conv(layer, h), want, rtol=1e-12, atol=1e-12)
-    want = block.norm1(h.transpose(2, 0, 1)).transpose(1, 2, 0)
-    assert_allclose(_norm(block.norm1, h), want, rtol=1e-12, atol=1e-12)
+        assert_allclose(apply(layer, h), want, rtol=1e-12, atol=1e-12)
+
+
+def is_conv(layer) -> bool:
+    return isinstance(layer, eqx.nn.Conv2d)

@@ -467,7 +467,7 @@ def fit(
       ten steps per iteration, which compiles ten steps (the `unet` benchmark
       measures all three). A convolutional model of your own should convolve
       with [`conv_nhwc`][scorax.conv_nhwc], as `UNet` does: inside any loop,
-      XLA's CPU backend runs other convolutions, and their gradients, about ten
+      XLA's CPU backend runs other convolutions, and their gradients, several
       times slower.
     - `ema_decay`: if given, in $[0, 1)$, also keep
       $\bar\theta \leftarrow \gamma \bar\theta + (1 - \gamma)\theta$ after each step.

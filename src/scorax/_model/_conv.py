@@ -73,8 +73,8 @@ def conv_nhwc(
     NHWC and the kernel HWIO, and rewrites other layouts into those only in a
     program's entry computation; inside a loop body (each `lax.scan`,
     `fori_loop` and Diffrax solve, so in `fit` and in every sampler) a
-    convolution in another layout runs through a generic fallback, about ten
-    times slower. Channel-first layers such as Equinox's `Conv2d` fall into it,
+    convolution in another layout runs through a generic fallback, several
+    times slower (the `unet` benchmark measures it). Channel-first layers such as Equinox's `Conv2d` fall into it,
     and so do the convolutions that JAX's autodiff derives from a channel-last
     one: the input gradient correlates with the kernel flipped and with I and O
     swapped, the kernel gradient contracts over the batch (Dumoulin & Visin 2016,
@@ -101,6 +101,13 @@ def conv_nhwc(
     out_height $= \lfloor (h + \text{low} + \text{high} - k_h)/s_1 \rfloor + 1$
     and likewise for the width.
     """
+    if isinstance(padding, str) or len(padding) != 2:
+        raise ValueError(
+            "`padding` must be ((low, high), (low, high)) for height and width, "
+            f"got {padding!r}."
+        )
+    if len(stride) != 2:
+        raise ValueError(f"`stride` must be (height, width), got {stride!r}.")
     return _conv_p.bind(
         x,
         kernel,

@@ -22,7 +22,7 @@ from ._mlp import GaussianFourierFeatures
 
 def _groups(channels: int) -> int:
     """The most groups, of 8, 4 or 2, that divide `channels` into groups of at
-    least 4 channels; one group otherwise (below 8 channels).
+    least 4 channels; one group otherwise (below 8 channels, or an odd count).
 
     The time and label embeddings enter a block as a per-channel bias just before
     a group norm, which subtracts each group's mean: in a group of one channel it
@@ -36,7 +36,9 @@ def _conv(layer: eqx.nn.Conv2d, h: Float[Array, "h w i"]) -> Float[Array, "h2 w2
     """`layer` applied to a channel-last image: the same numbers as
     `layer(h.transpose(2, 0, 1)).transpose(1, 2, 0)`."""
     kernel = layer.weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    assert not isinstance(layer.padding, str)  # the UNet's layers pad explicitly
+    # The UNet's layers: explicit zero padding, no dilation, no groups.
+    assert not isinstance(layer.padding, str) and layer.padding_mode == "ZEROS"
+    assert layer.dilation == (1, 1) and layer.groups == 1
     out = conv_nhwc(h[None], kernel, stride=layer.stride, padding=layer.padding)[0]
     return out if layer.bias is None else out + layer.bias.reshape(1, 1, -1)
 
