@@ -6,9 +6,9 @@ x = -1 + k/8. For the likelihood of such discrete data, the held-out images are
 dequantised by uniform noise across each pixel's bin of width 1/8, and the bits
 per dimension count 17 bins over an interval of width 17/8.
 
-Run with `python examples/digits.py` (writes `digits-samples.png`). A short trial
-(`main(num_steps=200, num_samples=16, num_held_out=8)`) takes under a minute on
-two CPU cores; the default run trains 20 times longer.
+Run with `python examples/digits.py` (writes `digits-samples.png`). For a short
+trial, call `main(num_steps=200, num_samples=16, num_held_out=8)`; the default
+run trains 20 times longer.
 """
 
 import pathlib

@@ -8,8 +8,8 @@ time `scorax.classifier_free_guidance` combines the two. The grid written to
 weight 0 samples p(x | digit), larger weights sharpen the digit at the cost of
 variety.
 
-Run with `python examples/digits_conditional.py`; on two CPU cores the default
-(4,000 training steps) takes several minutes, most of it training.
+Run with `python examples/digits_conditional.py`; most of the default run's time
+goes to its 4,000 training steps.
 """
 
 import pathlib

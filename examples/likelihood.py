@@ -5,7 +5,7 @@ mixture, then compute the log-likelihood of held-out points through the
 probability-flow ODE, with the exact divergence and with Hutchinson's estimator,
 and compare both with the exact log-density of the data blurred to `t_min`.
 
-Run with `python examples/likelihood.py` (about a minute on two CPU cores).
+Run with `python examples/likelihood.py`.
 """
 
 import jax

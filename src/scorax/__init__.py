@@ -73,6 +73,8 @@ from ._sampler import (
     predictor_corrector_sample as predictor_corrector_sample,
     probability_flow_sample as probability_flow_sample,
     reverse_sde_sample as reverse_sde_sample,
+    sampler_table as sampler_table,
+    SamplerEntry as SamplerEntry,
     SampleResult as SampleResult,
 )
 from ._sharded import map_sharded as map_sharded
@@ -102,6 +104,7 @@ __all__ = [
     "LinearPath",
     "NoisePrediction",
     "SampleResult",
+    "SamplerEntry",
     "ScoreMLP",
     "ScorePrediction",
     "SubVPPath",
@@ -143,6 +146,7 @@ __all__ = [
     "predictor_corrector_sample",
     "probability_flow_sample",
     "reverse_sde_sample",
+    "sampler_table",
     "score_from_energy",
     "sliced_score_matching",
     "sliced_wasserstein",

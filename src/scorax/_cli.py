@@ -64,9 +64,8 @@ from ._cli_demo import (
     report,
     run_demo,
 )
-from ._objective._denoising import WEIGHTINGS
-from ._sampler import get_sampler
-from ._sampler._by_name import SAMPLERS
+from ._objective import WEIGHTINGS
+from ._sampler import get_sampler, sampler_table
 
 
 PROG = "scorax"
@@ -100,7 +99,9 @@ def _listed(item: Callable[[str], Any]) -> Callable[[str], tuple]:
 _count = _parsed(int, lambda n: n >= 1, "an integer >= 1")
 _rate = _parsed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _weight = _parsed(float, lambda w: math.isfinite(w) and w >= 0, "finite and >= 0")
-_sampler = _parsed(str, SAMPLERS.__contains__, f"one of {', '.join(SAMPLERS)}")
+_sampler = _parsed(
+    str, sampler_table().__contains__, f"one of {', '.join(sampler_table())}"
+)
 
 
 class _Formatter(
@@ -132,8 +133,7 @@ data set, draw samples with two samplers, and write to the output folder:
   summary.json     final loss; per sampler, the sliced Wasserstein distance to
                    fresh data and model evaluations; the Fisher divergence to the
                    exact score (mixture); per class and guidance weight (with
-                   --conditional); wall times, options, version
-About a minute on a two-core CPU with the defaults."""
+                   --conditional); wall times, options, version"""
 
 EXAMPLES = """\
 examples:
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     samplers = "\n".join(
         f"  {name:<11} {entry.description}"
         + (f"; {entry.num_steps} steps" if entry.num_steps else "")
-        for name, entry in SAMPLERS.items()
+        for name, entry in sampler_table().items()
     )
     demo = commands.add_parser(
         "demo",

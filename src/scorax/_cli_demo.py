@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import equinox as eqx
 import jax
@@ -25,7 +25,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 import scorax
 from scorax import datasets
 
-from ._sampler._by_name import SAMPLERS
+from ._sampler import sampler_table
 
 
 DATASETS = ("gaussian_mixture", "two_moons", "swiss_roll", "checkerboard", "rings")
@@ -51,6 +51,7 @@ NUM_TRAIN = 10_000
 NUM_PROJECTIONS = 256
 LABEL_DROPOUT = 0.2
 BATCH_AXIS = "batch"  # the vmapped sample axis, for samplers that average over it
+Labelled: TypeAlias = tuple[Float[Array, "n 2"], Int[Array, " n"]]  # points, classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +62,8 @@ class DemoOptions:
     path: str = "vp"
     objective: str = "noise"
     weighting: str = "noise"
-    # The reverse SDE, and the fastest accurate ODE sampler: on the mixture, with
-    # a trained model, dpm3m-time at 21 evaluations is within 7% of adaptive
-    # Tsit5's sliced Wasserstein distance at 130 (both below the noise floor).
+    # The reverse SDE, and the ODE sampler most accurate at few evaluations on
+    # the mixture (benchmarks/results/cpu.md): dpm3m-time, 21 evaluations.
     samplers: tuple[str, ...] = ("sde", "dpm3m-time")
     steps: int = 6000
     batch_size: int = 256
@@ -253,8 +253,8 @@ def conditional_demo(
     options: DemoOptions,
     model: Any,
     path: scorax.AbstractGaussianPath,
-    fresh: tuple[Float[Array, "n 2"], Int[Array, " n"]],
-    floor: tuple[Float[Array, "n 2"], Int[Array, " n"]],
+    fresh: Labelled,
+    floor: Labelled,
     mixture: scorax.GaussianMixture | None,
     *,
     key: PRNGKeyArray,
@@ -311,6 +311,93 @@ def conditional_demo(
     return summary, samples
 
 
+def _draw_data(
+    options: DemoOptions,
+    mixture: scorax.GaussianMixture | None,
+    log: _Log,
+    *,
+    key: PRNGKeyArray,
+) -> tuple[tuple[Float[Array, "train 2"], Int[Array, " train"]], Labelled, Labelled]:
+    """One draw of the data set, split: training data, fresh data to compare
+    samples with, and a second fresh set (as large) for the noise floor of that
+    comparison."""
+    with log.phase("data", f"data set {options.dataset}, {NUM_TRAIN} points"):
+        num = NUM_TRAIN + 2 * options.samples
+        points, labels = load_data(options.dataset, num, mixture, key=key)
+        cuts = [NUM_TRAIN, NUM_TRAIN + options.samples]
+        data, fresh, floor = jnp.split(points, cuts)
+        labels, fresh_labels, floor_labels = jnp.split(labels, cuts)
+    return (data, labels), (fresh, fresh_labels), (floor, floor_labels)
+
+
+def _train_logged(
+    options: DemoOptions,
+    path: scorax.AbstractGaussianPath,
+    train_data: Labelled,
+    log: _Log,
+    *,
+    key: PRNGKeyArray,
+) -> tuple[Any, np.ndarray]:
+    """`train`, announced and timed: the model to sample (the EMA one when there
+    is one) and the losses."""
+    kind = "class-conditional " if options.conditional else ""
+    with log.phase(
+        "train",
+        f"training a {kind}ScoreMLP (width {options.width}, depth {options.depth}) "
+        f"for {options.steps} steps on the {options.path} path, {options.objective} "
+        f"prediction, {options.weighting} weighting",
+    ):
+        data, labels = train_data
+        given = labels if options.conditional else None
+        result = train(options, path, data, given, key=key)
+    model = result.ema_model if result.ema_model is not None else result.model
+    return model, np.asarray(result.losses)
+
+
+def _sample_each(
+    options: DemoOptions,
+    model: Any,
+    path: scorax.AbstractGaussianPath,
+    data: Float[Array, "train 2"],
+    fresh: Float[Array, "num 2"],
+    log: _Log,
+    *,
+    key: PRNGKeyArray,
+    metric_key: PRNGKeyArray,
+) -> tuple[dict[str, Float[Array, "num 2"]], dict[str, dict[str, Any]]]:
+    """The samples of each sampler of `options`, and per sampler its distance to
+    the fresh data, model evaluations and wall time."""
+    samples, sampler_summary = {}, {}
+    sampler_keys = jr.split(key, len(options.samplers))
+    for name, sampler_key in zip(options.samplers, sampler_keys, strict=True):
+        description = sampler_table()[name].description
+        with log.phase(
+            f"sample_{name}", f"sampling {options.samples} points: {description}"
+        ):
+            samples[name], evaluations = draw_samples(
+                name,
+                options,
+                model,
+                path,
+                options.samples,
+                key=sampler_key,
+                data_std=float(jnp.std(data)),
+            )
+        sampler_summary[name] = {
+            "sliced_wasserstein": _number(_distance(samples[name], fresh, metric_key)),
+            "num_evaluations": evaluations,
+            "wall_time_s": log.times[f"sample_{name}"],
+        }
+    return samples, sampler_summary
+
+
+def _write_summary(output: pathlib.Path, summary: dict[str, Any]) -> None:
+    """`summary.json` in the output folder."""
+    with open(output / "summary.json", "w") as file:
+        json.dump(summary, file, indent=2)
+        file.write("\n")
+
+
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Run the demo with `options` and return the summary it writes."""
     from . import __version__, _cli_plots
@@ -327,52 +414,22 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     is_mixture = options.dataset == "gaussian_mixture"
     mixture = datasets.gaussian_mixture() if is_mixture else None
 
-    with log.phase("data", f"data set {options.dataset}, {NUM_TRAIN} points"):
-        # One draw, split: training data, fresh data to compare samples with, and
-        # a second fresh set for the noise floor of that comparison.
-        num = NUM_TRAIN + 2 * options.samples
-        points, labels = load_data(options.dataset, num, mixture, key=data_key)
-        cuts = [NUM_TRAIN, NUM_TRAIN + options.samples]
-        data, fresh, floor = jnp.split(points, cuts)
-        labels, fresh_labels, floor_labels = jnp.split(labels, cuts)
-
-    kind = "class-conditional " if options.conditional else ""
-    with log.phase(
-        "train",
-        f"training a {kind}ScoreMLP (width {options.width}, depth {options.depth}) "
-        f"for {options.steps} steps on the {options.path} path, {options.objective} "
-        f"prediction, {options.weighting} weighting",
-    ):
-        given = labels if options.conditional else None
-        result = train(options, path, data, given, key=train_key)
-    model = result.ema_model if result.ema_model is not None else result.model
-    losses = np.asarray(result.losses)
-
-    samples, sampler_summary = {}, {}
-    for name, key in zip(
-        options.samplers, jr.split(sample_key, len(options.samplers)), strict=True
-    ):
-        description = SAMPLERS[name].description
-        with log.phase(
-            f"sample_{name}", f"sampling {options.samples} points: {description}"
-        ):
-            samples[name], evaluations = draw_samples(
-                name,
-                options,
-                model,
-                path,
-                options.samples,
-                key=key,
-                data_std=float(jnp.std(data)),
-            )
-        sampler_summary[name] = {
-            "sliced_wasserstein": _number(_distance(samples[name], fresh, metric_key)),
-            "num_evaluations": evaluations,
-            "wall_time_s": log.times[f"sample_{name}"],
-        }
+    train_data, fresh, floor = _draw_data(options, mixture, log, key=data_key)
+    model, losses = _train_logged(options, path, train_data, log, key=train_key)
+    data = train_data[0]
+    samples, sampler_summary = _sample_each(
+        options,
+        model,
+        path,
+        data,
+        fresh[0],
+        log,
+        key=sample_key,
+        metric_key=metric_key,
+    )
 
     with log.phase("metrics", "metrics: sliced Wasserstein, Fisher divergence"):
-        floor_distance = _number(_distance(floor, fresh, metric_key))
+        floor_distance = _number(_distance(floor[0], fresh[0], metric_key))
         fisher = None
         if mixture is not None:
             fisher = fisher_report(model, path, options, mixture, key=metric_key)
@@ -385,8 +442,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 options,
                 model,
                 path,
-                (fresh, fresh_labels),
-                (floor, floor_labels),
+                fresh,
+                floor,
                 mixture,
                 key=jr.fold_in(sample_key, 1),
             )
@@ -401,7 +458,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 parameterisation=OBJECTIVES[options.objective](),
                 mixture=mixture,
                 data=data,
-                fresh=(fresh, fresh_labels),
+                fresh=fresh,
                 samples=samples,
                 losses=losses,
                 guided=None if guided is None else (options.guidance, guided),
@@ -421,9 +478,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         "wall_time_s": {"total": time.perf_counter() - start, **log.times},
         "files": files,
     }
-    with open(output / "summary.json", "w") as file:
-        json.dump(summary, file, indent=2)
-        file.write("\n")
+    _write_summary(output, summary)
     return summary
 
 

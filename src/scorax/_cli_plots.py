@@ -15,7 +15,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 import scorax
 
-from ._sampler._by_name import SAMPLERS
+from ._sampler import sampler_table
 
 
 GRID_ARROWS = 21
@@ -249,7 +249,9 @@ def write_plots(
     samples, `conditional.png`; return their names."""
     plt = pyplot()
     points = np.asarray(fresh[0])
-    titles = {name: SAMPLERS[name].description.split(" (")[0] for name in samples}
+    titles = {
+        name: sampler_table()[name].description.split(" (")[0] for name in samples
+    }
     drawn = {name: np.asarray(value) for name, value in samples.items()}
     plot_samples(plt, output / "samples.png", points, drawn, titles)
     t = float(path.inverse_noise_to_signal(PLOT_NOISE_TO_SIGNAL))

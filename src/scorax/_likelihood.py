@@ -10,22 +10,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._checks import check_count, check_finite, check_model, check_time_range
 from ._custom_types import FloatScalar
-from ._misc import check_count
 from ._parameterisation import (
     AbstractParameterisation,
     NoisePrediction,
     VelocityPrediction,
 )
 from ._path import AbstractGaussianPath, isotropic_gaussian_log_prob
-from ._sampler._common import (
-    check_finite,
-    check_model,
-    check_time_range,
-    Model,
-    predict,
-)
-from ._sampler._solve import check_solver_options, solve
+from ._predict import Model, predict
+from ._solve import check_solver_options, solve
 from ._trace import (
     Probe,
     quadratic_forms,

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._checks import check_count, check_positive
 from ._custom_types import FloatScalar, RealScalarLike
-from ._misc import check_count, positive
 from ._mixture import GaussianMixture
 from ._parameterisation import (
     AbstractParameterisation,
@@ -204,7 +204,7 @@ def mmd(
         off_diagonal = distances[~jnp.eye(pooled.shape[0], dtype=bool)]
         h2 = jnp.median(off_diagonal)
     else:
-        positive(bandwidth, "bandwidth")
+        check_positive(bandwidth, "bandwidth")
         h2 = jnp.asarray(bandwidth, x.dtype) ** 2
 
     def mean_kernel(a, b, exclude_diagonal):

@@ -9,8 +9,8 @@ import jax.random as jr
 import jax.scipy as jsp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from ._checks import check, check_time
 from ._custom_types import FloatScalar, RealScalarLike
-from ._misc import check, check_time
 from ._path import AbstractGaussianPath
 
 

@@ -6,8 +6,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._checks import check, check_time
 from ._custom_types import FloatScalar, RealScalarLike
-from ._misc import check, check_time
 from ._path import AbstractGaussianPath
 
 

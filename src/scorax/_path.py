@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, DTypeLike, Float, PRNGKeyArray
 
+from ._checks import check, check_count, check_positive, check_time, is_concrete
 from ._custom_types import FloatScalar, RealScalarLike
-from ._misc import check, check_time, is_concrete, positive
 
 
 def _as_float(t: RealScalarLike) -> FloatScalar:
@@ -20,8 +20,8 @@ def _as_float(t: RealScalarLike) -> FloatScalar:
 
 
 def _ordered(low: RealScalarLike, high: RealScalarLike, low_name: str, high_name: str):
-    positive(low, low_name)
-    positive(high, high_name)
+    check_positive(low, low_name)
+    check_positive(high, high_name)
     if is_concrete(low, high) and not low < high:
         raise ValueError(
             f"`{low_name}` must be smaller than `{high_name}`, got "
@@ -567,7 +567,7 @@ class EDMPath(AbstractGaussianPath):
 
     def __check_init__(self):
         _ordered(self.sigma_min, self.sigma_max, "sigma_min", "sigma_max")
-        positive(self.rho, "rho")
+        check_positive(self.rho, "rho")
 
     def _ends(self) -> tuple[Array, Array]:
         return (
@@ -628,10 +628,7 @@ class DDPMSchedule(eqx.Module):
     beta_max: RealScalarLike = 20.0
 
     def __check_init__(self):
-        if not isinstance(self.num_steps, int) or self.num_steps < 2:
-            raise ValueError(
-                f"`num_steps` must be an integer >= 2, got {self.num_steps}."
-            )
+        check_count(self.num_steps, "num_steps", minimum=2)
         _ordered(self.beta_min, self.beta_max, "beta_min", "beta_max")
         if is_concrete(self.beta_max) and not self.beta_max < self.num_steps:
             raise ValueError(
@@ -690,8 +687,7 @@ def geometric_sigmas(
     - `num_levels`: $L \ge 2$.
     - `dtype`: the floating dtype of the result (default: JAX's default float).
     """
-    if not isinstance(num_levels, int) or num_levels < 2:
-        raise ValueError(f"`num_levels` must be an integer >= 2, got {num_levels}.")
+    check_count(num_levels, "num_levels", minimum=2)
     path = VEPath(sigma_min=sigma_min, sigma_max=sigma_max)
     dtype = jnp.result_type(float) if dtype is None else dtype
     return jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, num_levels, dtype=dtype))

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, DTypeLike, Float, PRNGKeyArray
 
+from ._checks import check_choice, check_count
 from ._custom_types import FloatScalar
-from ._misc import check_choice, check_count
 
 
 Probe: TypeAlias = Literal["gaussian", "rademacher", "sphere"]

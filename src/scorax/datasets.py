@@ -16,7 +16,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._misc import check_count
+from ._checks import check_count
 from ._mixture import GaussianMixture
 
 

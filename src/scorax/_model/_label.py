@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._misc import check, check_count
+from .._checks import check, check_count
 
 
 class LabelEmbedding(eqx.Module):

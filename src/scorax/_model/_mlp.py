@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from .._checks import check_count
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check_count
 from ._label import LabelEmbedding, unconditional
 
 

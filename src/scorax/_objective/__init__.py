@@ -4,6 +4,7 @@ from ._denoising import (
     denoising_score_matching as denoising_score_matching,
     diffusion_loss as diffusion_loss,
     ncsn_loss as ncsn_loss,
+    WEIGHTINGS as WEIGHTINGS,
 )
 from ._score_matching import (
     explicit_score_matching as explicit_score_matching,

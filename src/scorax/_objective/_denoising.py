@@ -8,8 +8,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from .._checks import check, check_choice, check_time, is_concrete
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check, check_choice, check_time, is_concrete
 from .._parameterisation import (
     AbstractParameterisation,
     convert,

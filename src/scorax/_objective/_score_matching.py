@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check, check_choice, check_count, check_positive
 from .._custom_types import FloatScalar, RealScalarLike
-from .._misc import check, check_choice, check_count, positive
 from .._trace import (
     Probe,
     PROBES,
@@ -67,7 +67,7 @@ def _bandwidth(
             "spread (a single point or constant data); pass a positive bandwidth."
         )
         return check(h, h > 0, message)
-    positive(bandwidth, "bandwidth")
+    check_positive(bandwidth, "bandwidth")
     h = jnp.asarray(bandwidth, data.dtype)
     return check(h, jnp.isfinite(h) & (h > 0), "`bandwidth` must be finite and > 0.")
 

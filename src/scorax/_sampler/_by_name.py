@@ -2,20 +2,25 @@ r"""Samplers by name: one table of the time-conditional samplers with settings
 that suit them, for code that picks a sampler at run time (a command line, a
 configuration file, a sweep over samplers)."""
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 
 import diffrax as dfx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._misc import check_choice, check_count, is_concrete
+from .._checks import check_choice, check_count, check_time_range, is_concrete
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule, VPPath
-from ._common import check_time_range, SampleResult
-from ._ddpm import ddim_sample, ddpm_sample
-from ._dpm import dpm_solver_pp_sample, dpm_solver_sample
-from ._edm import edm_sample
-from ._langevin import predictor_corrector_sample
+from ._abstract import AbstractSampler, Problem
+from ._ddpm import DDIM, DDPM
+from ._dpm import DPMSolver
+from ._dpm_pp import DPMSolverPP
+from ._edm import EDMHeun
+from ._loop import run
+from ._pc import PredictorCorrector
+from ._result import SampleResult
 from ._sde import probability_flow_sample, reverse_sde_sample
 
 
@@ -24,14 +29,103 @@ Sampler: TypeAlias = Callable[[Any, Float[Array, "*shape"], PRNGKeyArray], Sampl
 # Where a path has alpha(1) = 0, its SDE and log-SNR diverge at t = 1: the
 # samplers start from this time instead.
 T_MAX_ALPHA_ZERO = 0.99
-# The samplers of the discrete DDPM schedule, a view of VPPath.
-_SCHEDULE_SAMPLERS = ("ddim", "ddpm")
+# The DDIM entry's schedule has this many steps.
+_DDIM_SCHEDULE_STEPS = 1000
 # The adaptive ode sampler's first step is (t_max - t_min) / this.
 _ADAPTIVE_FIRST_STEPS = 50
 
 
+class SamplerEntry(NamedTuple):
+    """One sampler of [`get_sampler`][scorax.get_sampler]'s table.
+
+    **Fields:**
+
+    - `description`: what it runs, in words.
+    - `num_steps`: its default number of steps (`None`: adaptive steps).
+    - `sampler`: the method, with its options: a scorax fixed-grid sampler, or
+      the Diffrax solver of the reverse SDE (`"sde"`) or the probability-flow ODE
+      (`"ode"`).
+    - `takes_data_std`: whether `get_sampler`'s `data_std` sets the sampler's.
+    """
+
+    description: str
+    num_steps: int | None
+    sampler: AbstractSampler | dfx.AbstractSolver
+    takes_data_std: bool = False
+
+
+# The samplers by name. The table in the docstring of `get_sampler` shows the
+# same (a test checks that it does).
+_SAMPLERS: dict[str, SamplerEntry] = {
+    "sde": SamplerEntry(
+        "reverse SDE, Euler-Maruyama (reverse_sde_sample)", 500, dfx.Euler()
+    ),
+    "ode": SamplerEntry(
+        "probability-flow ODE, adaptive Tsit5 (probability_flow_sample)",
+        None,
+        dfx.Tsit5(),
+    ),
+    "pc": SamplerEntry(
+        "predictor-corrector (predictor_corrector_sample)", 250, PredictorCorrector()
+    ),
+    "edm": SamplerEntry("Heun, Karras et al. (edm_sample)", 40, EDMHeun()),
+    "ddim": SamplerEntry("DDIM, eta = 0 (ddim_sample; VPPath only)", 100, DDIM()),
+    "ddpm": SamplerEntry("ancestral DDPM (ddpm_sample; VPPath only)", 1000, DDPM()),
+    "dpm1": SamplerEntry(
+        "DPM-Solver-1, DDIM on any path (dpm_solver_sample)", 20, DPMSolver(order=1)
+    ),
+    "dpm2": SamplerEntry(
+        "DPM-Solver-2, 2 evaluations a step (dpm_solver_sample)",
+        10,
+        DPMSolver(order=2),
+    ),
+    "dpm3": SamplerEntry(
+        "DPM-Solver-3, 3 evaluations a step (dpm_solver_sample)",
+        7,
+        DPMSolver(order=3),
+    ),
+    "dpm2m": SamplerEntry(
+        "DPM-Solver++(2M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=2)
+    ),
+    "dpm3m": SamplerEntry(
+        "DPM-Solver++(3M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=3)
+    ),
+    "dpm3m-unic": SamplerEntry(
+        "DPM-Solver++(3M) with UniC (dpm_solver_pp_sample)",
+        20,
+        DPMSolverPP(order=3, corrector=True),
+    ),
+    "dpm3m-time": SamplerEntry(
+        "DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time "
+        "grid, with data_std (dpm_solver_pp_sample)",
+        20,
+        DPMSolverPP(
+            order=3,
+            corrector=True,
+            spacing="time_quadratic",
+            interpolation="time",
+        ),
+        takes_data_std=True,
+    ),
+    "dpm2m-sde": SamplerEntry(
+        "DPM-Solver++(2M) SDE (dpm_solver_pp_sample)",
+        50,
+        DPMSolverPP(order=2, stochastic=True),
+    ),
+}
+
+
+def sampler_table() -> Mapping[str, SamplerEntry]:
+    """The samplers [`get_sampler`][scorax.get_sampler] knows, by name: a
+    read-only mapping from each name to its
+    [`SamplerEntry`][scorax.SamplerEntry] (description, default number of steps
+    and the method with its options), in the order of `get_sampler`'s table.
+    For command lines and sweeps that list or describe the samplers."""
+    return MappingProxyType(_SAMPLERS)
+
+
 class _Settings(NamedTuple):
-    """What `get_sampler` resolved, handed to the builder of one entry."""
+    """What `get_sampler` resolved."""
 
     path: AbstractGaussianPath
     num_steps: int
@@ -41,65 +135,6 @@ class _Settings(NamedTuple):
     axis_name: str | None
     adaptive: bool  # the ode entry: no `num_steps` given
     data_std: float | None
-
-    @property
-    def ranged(self) -> dict[str, Any]:
-        """The keyword arguments every sampler on a continuous path takes."""
-        return {
-            "parameterisation": self.parameterisation,
-            "t_min": self.t_min,
-            "t_max": self.t_max,
-        }
-
-
-def _sde(s: _Settings) -> Sampler:
-    def sampler(model, x, key):
-        return reverse_sde_sample(
-            model, s.path, x, key=key, num_steps=s.num_steps, **s.ranged
-        )
-
-    return sampler
-
-
-def _ode(s: _Settings) -> Sampler:
-    if s.adaptive:
-        controller = dfx.PIDController(rtol=1e-4, atol=1e-4)
-    else:
-        controller = dfx.ConstantStepSize()
-
-    def sampler(model, x, key):
-        return probability_flow_sample(
-            model,
-            s.path,
-            x,
-            stepsize_controller=controller,
-            num_steps=s.num_steps,
-            **s.ranged,
-        )
-
-    return sampler
-
-
-def _pc(s: _Settings) -> Sampler:
-    def sampler(model, x, key):
-        return predictor_corrector_sample(
-            model,
-            s.path,
-            x,
-            key=key,
-            num_steps=s.num_steps,
-            axis_name=s.axis_name,
-            **s.ranged,
-        )
-
-    return sampler
-
-
-def _edm(s: _Settings) -> Sampler:
-    def sampler(model, x, key):
-        return edm_sample(model, s.path, x, num_steps=s.num_steps, **s.ranged)
-
-    return sampler
 
 
 def _schedule(s: _Settings, name: str, num_steps: int) -> DDPMSchedule:
@@ -118,126 +153,61 @@ def _schedule(s: _Settings, name: str, num_steps: int) -> DDPMSchedule:
     return DDPMSchedule(num_steps, beta_min=s.path.beta_min, beta_max=beta_max)
 
 
-def _ddim(s: _Settings) -> Sampler:
-    schedule = _schedule(s, "ddim", 1000)
-    if s.num_steps > schedule.num_steps:
-        raise ValueError(
-            f"`num_steps`: ddim takes at most the {schedule.num_steps} steps of the "
-            f"DDPM schedule, got {s.num_steps}."
+def _diffrax(name: str, solver: dfx.AbstractSolver, s: _Settings) -> Sampler:
+    """The reverse SDE or the probability-flow ODE with a Diffrax solver."""
+    ranged = {
+        "parameterisation": s.parameterisation,
+        "t_min": s.t_min,
+        "t_max": s.t_max,
+        "num_steps": s.num_steps,
+    }
+    if name == "sde":
+        return lambda model, x, key: reverse_sde_sample(
+            model, s.path, x, key=key, solver=solver, **ranged
         )
+    if s.adaptive:
+        controller = dfx.PIDController(rtol=1e-4, atol=1e-4)
+    else:
+        controller = dfx.ConstantStepSize()
+    return lambda model, x, key: probability_flow_sample(
+        model, s.path, x, solver=solver, stepsize_controller=controller, **ranged
+    )
 
-    def sampler(model, x, key):
-        return ddim_sample(
-            model,
-            schedule,
+
+def _fixed_grid(name: str, entry: SamplerEntry, s: _Settings) -> Sampler:
+    """A scorax sampler on the path, or on its DDPM schedule (ddim, ddpm)."""
+    sampler = entry.sampler
+    assert isinstance(sampler, AbstractSampler)
+    num_steps = s.num_steps
+    path: AbstractGaussianPath | DDPMSchedule = s.path
+    ranged = {"t_min": s.t_min, "t_max": s.t_max}
+    if isinstance(sampler, DDPM):
+        path, ranged = _schedule(s, name, num_steps), {}
+    elif isinstance(sampler, DDIM):
+        path, ranged = _schedule(s, name, _DDIM_SCHEDULE_STEPS), {}
+        if num_steps > _DDIM_SCHEDULE_STEPS:
+            raise ValueError(
+                f"`num_steps`: ddim takes at most the {_DDIM_SCHEDULE_STEPS} steps "
+                f"of the DDPM schedule, got {num_steps}."
+            )
+    elif isinstance(sampler, PredictorCorrector):
+        sampler = dataclasses.replace(sampler, axis_name=s.axis_name)
+    elif entry.takes_data_std:
+        sampler = dataclasses.replace(sampler, data_std=s.data_std)
+
+    def sample(model, x, key):
+        problem = Problem(model, path, s.parameterisation, **ranged)
+        return run(
+            sampler,
+            problem,
             x,
-            num_steps=s.num_steps,
-            parameterisation=s.parameterisation,
+            num_steps=num_steps,
+            key=key,
+            denoise=sampler.can_denoise,
+            trajectory=False,
         )
 
-    return sampler
-
-
-def _ddpm(s: _Settings) -> Sampler:
-    schedule = _schedule(s, "ddpm", s.num_steps)
-
-    def sampler(model, x, key):
-        return ddpm_sample(
-            model, schedule, x, key=key, parameterisation=s.parameterisation
-        )
-
-    return sampler
-
-
-def _dpm(order: int) -> Callable[[_Settings], Sampler]:
-    """DPM-Solver of this order."""
-
-    def build(s: _Settings) -> Sampler:
-        def sampler(model, x, key):
-            return dpm_solver_sample(
-                model, s.path, x, num_steps=s.num_steps, order=order, **s.ranged
-            )
-
-        return sampler
-
-    return build
-
-
-def _dpm_pp(
-    *, data_std: bool = False, **options: Any
-) -> Callable[[_Settings], Sampler]:
-    """DPM-Solver++ with these options (and `get_sampler`'s `data_std`, if
-    `data_std`)."""
-
-    def build(s: _Settings) -> Sampler:
-        residual = {"data_std": s.data_std} if data_std else {}
-
-        def sampler(model, x, key):
-            return dpm_solver_pp_sample(
-                model,
-                s.path,
-                x,
-                num_steps=s.num_steps,
-                key=key,
-                **options,
-                **residual,
-                **s.ranged,
-            )
-
-        return sampler
-
-    return build
-
-
-class _Entry(NamedTuple):
-    description: str
-    num_steps: int | None  # the default; None: adaptive steps
-    build: Callable[[_Settings], Sampler]
-
-
-# The samplers by name: what each runs and its default number of steps. The table
-# in the docstring of `get_sampler` shows the same (a test checks that it does).
-SAMPLERS: dict[str, _Entry] = {
-    "sde": _Entry("reverse SDE, Euler-Maruyama (reverse_sde_sample)", 500, _sde),
-    "ode": _Entry(
-        "probability-flow ODE, adaptive Tsit5 (probability_flow_sample)", None, _ode
-    ),
-    "pc": _Entry("predictor-corrector (predictor_corrector_sample)", 250, _pc),
-    "edm": _Entry("Heun, Karras et al. (edm_sample)", 40, _edm),
-    "ddim": _Entry("DDIM, eta = 0 (ddim_sample; VPPath only)", 100, _ddim),
-    "ddpm": _Entry("ancestral DDPM (ddpm_sample; VPPath only)", 1000, _ddpm),
-    "dpm1": _Entry("DPM-Solver-1, DDIM on any path (dpm_solver_sample)", 20, _dpm(1)),
-    "dpm2": _Entry(
-        "DPM-Solver-2, 2 evaluations a step (dpm_solver_sample)", 10, _dpm(2)
-    ),
-    "dpm3": _Entry(
-        "DPM-Solver-3, 3 evaluations a step (dpm_solver_sample)", 7, _dpm(3)
-    ),
-    "dpm2m": _Entry("DPM-Solver++(2M) (dpm_solver_pp_sample)", 20, _dpm_pp(order=2)),
-    "dpm3m": _Entry("DPM-Solver++(3M) (dpm_solver_pp_sample)", 20, _dpm_pp(order=3)),
-    "dpm3m-unic": _Entry(
-        "DPM-Solver++(3M) with UniC (dpm_solver_pp_sample)",
-        20,
-        _dpm_pp(order=3, corrector=True),
-    ),
-    "dpm3m-time": _Entry(
-        "DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time "
-        "grid, with data_std (dpm_solver_pp_sample)",
-        20,
-        _dpm_pp(
-            order=3,
-            corrector=True,
-            spacing="time_quadratic",
-            interpolation="time",
-            data_std=True,
-        ),
-    ),
-    "dpm2m-sde": _Entry(
-        "DPM-Solver++(2M) SDE (dpm_solver_pp_sample)",
-        50,
-        _dpm_pp(order=2, stochastic=True),
-    ),
-}
+    return sample
 
 
 def get_sampler(
@@ -327,11 +297,12 @@ def get_sampler(
         sampler(model, x1, jr.key(1)).sample
         ```
     """
-    check_choice(name, "name", tuple(SAMPLERS))
-    entry = SAMPLERS[name]
+    check_choice(name, "name", tuple(_SAMPLERS))
+    entry = _SAMPLERS[name]
     if num_steps is not None:
         check_count(num_steps, "num_steps")
-    if name in _SCHEDULE_SAMPLERS and (t_min, t_max) != (1e-3, None):
+    on_schedule = isinstance(entry.sampler, (DDIM, DDPM))
+    if on_schedule and (t_min, t_max) != (1e-3, None):
         raise ValueError(
             f"`t_min`, `t_max`: the {name} sampler runs over the DDPM schedule's own "
             f"times; leave them at their defaults, got t_min={t_min}, t_max={t_max}."
@@ -352,4 +323,6 @@ def get_sampler(
         adaptive=num_steps is None and entry.num_steps is None,
         data_std=data_std,
     )
-    return entry.build(settings)
+    if isinstance(entry.sampler, dfx.AbstractSolver):
+        return _diffrax(name, entry.sampler, settings)
+    return _fixed_grid(name, entry, settings)

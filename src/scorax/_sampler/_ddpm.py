@@ -1,39 +1,133 @@
 r"""Ancestral sampling on the discrete DDPM schedule: DDPM and DDIM."""
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_choice, check_count, is_concrete
 from .._custom_types import RealScalarLike
-from .._misc import check_choice, check_count, is_concrete
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
-from ._common import (
-    check_finite,
-    check_model,
-    Model,
-    num_evaluations,
-    predict,
-    SampleResult,
-)
-from ._langevin import with_start
+from .._predict import Model
+from ._abstract import AbstractSampler, Problem
+from ._grid import ddim_steps
+from ._loop import run
+from ._result import SampleResult
 
 
-def _noise(
-    model: Model,
-    schedule: DDPMSchedule,
-    parameterisation: AbstractParameterisation,
-    x: Float[Array, "*shape"],
-    t: Array,
-) -> Float[Array, "*shape"]:
+class _Step(NamedTuple):
+    """A step of the schedule: the model's time, beta, alpha_bar and the standard
+    deviation of the noise the step adds (stacked along the grid)."""
+
+    t: Array
+    beta: Array
+    alpha_cumprod: Array
+    std: Array
+
+
+def _schedule(problem: Problem) -> DDPMSchedule:
+    assert isinstance(problem.path, DDPMSchedule)
+    return problem.path
+
+
+def _noise(problem: Problem, x: Array, t: Array) -> Array:
     """The model's prediction of the noise at step time `t` (one evaluation)."""
-    return predict(
-        model, schedule.path, x, t, source=parameterisation, target=NoisePrediction()
-    )
+    return problem.read(x, t, NoisePrediction())
+
+
+class DDPM(AbstractSampler[Array]):
+    """Ancestral DDPM over every step of the schedule; the state is the sample."""
+
+    name = "ddpm_sample"
+
+    variance: Literal["beta", "posterior"] = "beta"
+
+    def __check_init__(self):
+        check_choice(self.variance, "variance", ("beta", "posterior"))
+
+    def evaluations(self, num_steps: int) -> int:
+        return num_steps
+
+    def grid(self, problem: Problem, num_steps: int, dtype) -> _Step:
+        """Steps N, ..., 1 of the schedule, then the data at time 0."""
+        schedule = _schedule(problem)
+        betas = schedule.betas.astype(dtype)
+        alphas_cumprod = schedule.alphas_cumprod.astype(dtype)
+        previous = jnp.concatenate([jnp.ones((1,), dtype), alphas_cumprod[:-1]])
+        if self.variance == "beta":
+            stds = jnp.sqrt(betas)
+        else:
+            stds = jnp.sqrt(betas * (1 - previous) / (1 - alphas_cumprod))
+        stds = stds.at[0].set(0)  # no noise on the last step, i = 1
+        steps = _Step(schedule.times.astype(dtype), betas, alphas_cumprod, stds)
+        zero = jnp.zeros((1,), dtype)
+        return _Step(*(jnp.concatenate([a[::-1], zero]) for a in steps))
+
+    def init(self, problem: Problem, x: Array, grid: _Step) -> Array:
+        return x
+
+    def sample(self, state: Array, node: _Step) -> Array:
+        return state
+
+    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        x = state
+        eps = _noise(problem, x, s.t)
+        mean = (x - s.beta / jnp.sqrt(1 - s.alpha_cumprod) * eps) / jnp.sqrt(1 - s.beta)
+        return mean + s.std * jr.normal(key, x.shape, x.dtype), x
+
+
+class DDIM(AbstractSampler[Array]):
+    """DDIM with noise `eta` on evenly spaced steps of the schedule; the state is
+    the sample."""
+
+    name = "ddim_sample"
+
+    eta: RealScalarLike = 0.0
+
+    def __check_init__(self):
+        if is_concrete(self.eta) and not 0 <= float(self.eta) <= 1:
+            raise ValueError(f"`eta` must lie in [0, 1], got {float(self.eta)}.")
+
+    def evaluations(self, num_steps: int) -> int:
+        return num_steps
+
+    def grid(self, problem: Problem, num_steps: int, dtype) -> _Step:
+        """The steps tau_1 > ... > tau_S, then the data (alpha_bar = 1) at 0."""
+        schedule = _schedule(problem)
+        if num_steps > schedule.num_steps:
+            raise ValueError(
+                f"`num_steps` must be at most the schedule's num_steps = "
+                f"{schedule.num_steps}, got {num_steps}."
+            )
+        steps = ddim_steps(schedule.num_steps, num_steps)
+        cumprod = schedule.alphas_cumprod.astype(dtype)[steps - 1]
+        times = jnp.asarray(steps / schedule.num_steps, dtype)
+        cumprod = jnp.concatenate([cumprod, jnp.ones((1,), dtype)])
+        times = jnp.concatenate([times, jnp.zeros((1,), dtype)])
+        unused = jnp.zeros_like(times)
+        return _Step(times, unused, cumprod, unused)
+
+    def init(self, problem: Problem, x: Array, grid: _Step) -> Array:
+        return x
+
+    def sample(self, state: Array, node: _Step) -> Array:
+        return state
+
+    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        x = state
+        alpha_cumprod, alpha_previous = s.alpha_cumprod, t.alpha_cumprod
+        eps = _noise(problem, x, s.t)
+        x0 = (x - jnp.sqrt(1 - alpha_cumprod) * eps) / jnp.sqrt(alpha_cumprod)
+        sigma = jnp.asarray(self.eta, x.dtype) * jnp.sqrt(
+            (1 - alpha_previous)
+            / (1 - alpha_cumprod)
+            * (1 - alpha_cumprod / alpha_previous)
+        )
+        direction = jnp.sqrt(jnp.maximum(1 - alpha_previous - sigma**2, 0))
+        z = jr.normal(key, x.shape, x.dtype)
+        return jnp.sqrt(alpha_previous) * x0 + direction * eps + sigma * z, x
 
 
 def ddpm_sample(
@@ -82,46 +176,16 @@ def ddpm_sample(
 
     A [`SampleResult`][scorax.SampleResult] with $x_0$; `num_evaluations` $= N$.
     """
-    check_choice(variance, "variance", ("beta", "posterior"))
-    dtype = x.dtype
-    betas = schedule.betas.astype(dtype)
-    alphas_cumprod = schedule.alphas_cumprod.astype(dtype)
-    previous_cumprod = jnp.concatenate([jnp.ones((1,), dtype), alphas_cumprod[:-1]])
-    times = schedule.times.astype(dtype)
-    check_model(model, x, times[-1])
-    if variance == "beta":
-        stds = jnp.sqrt(betas)
-    else:
-        stds = jnp.sqrt(betas * (1 - previous_cumprod) / (1 - alphas_cumprod))
-    stds = stds.at[0].set(0)  # no noise on the last step, i = 1
-
-    def step(x, inputs):
-        beta, alpha_cumprod, std, t, key = inputs
-        eps = _noise(model, schedule, parameterisation, x, t)
-        mean = (x - beta / jnp.sqrt(1 - alpha_cumprod) * eps) / jnp.sqrt(1 - beta)
-        x = mean + std * jr.normal(key, x.shape, dtype)
-        return x, x if trajectory else None
-
-    # Schedule arrays run from step N down to 1; keys in the order they are used,
-    # as in ddim_sample, so that DDIM with eta = 1 on all steps reproduces this.
-    reversed_schedule = jax.tree.map(
-        lambda a: a[::-1], (betas, alphas_cumprod, stds, times)
+    sampler = DDPM(variance)
+    return run(
+        sampler,
+        Problem(model, schedule, parameterisation),
+        x,
+        num_steps=schedule.num_steps,
+        key=key,
+        denoise=False,
+        trajectory=trajectory,
     )
-    keys = jr.split(key, schedule.num_steps)
-    final, states = jax.lax.scan(step, x, (*reversed_schedule, keys))
-    return SampleResult(
-        sample=check_finite(final, "ddpm_sample"),
-        num_evaluations=num_evaluations(schedule.num_steps),
-        trajectory=with_start(x, states),
-        times=jnp.concatenate([times[::-1], jnp.zeros((1,), dtype)])
-        if trajectory
-        else None,
-    )
-
-
-def ddim_steps(num_total: int, num_steps: int) -> Int[np.ndarray, " num_steps"]:
-    """`num_steps` distinct schedule steps from N down to 1, evenly spaced."""
-    return np.round(np.linspace(num_total, 1, num_steps)).astype(int)
 
 
 def ddim_sample(
@@ -176,44 +240,15 @@ def ddim_sample(
     """
     num_steps = schedule.num_steps if num_steps is None else num_steps
     check_count(num_steps, "num_steps")
-    if num_steps > schedule.num_steps:
-        raise ValueError(
-            f"`num_steps` must be at most the schedule's num_steps = "
-            f"{schedule.num_steps}, got {num_steps}."
-        )
-    if is_concrete(eta) and not 0 <= float(eta) <= 1:
-        raise ValueError(f"`eta` must lie in [0, 1], got {float(eta)}.")
-    if key is None:
-        if not (is_concrete(eta) and float(eta) == 0):
-            raise ValueError("`key` is required when `eta` > 0 (DDIM adds noise).")
-        key = jr.key(0)  # unused: every noise term is multiplied by sigma = 0
-    eta = jnp.asarray(eta, x.dtype)
-    dtype = x.dtype
-    steps = ddim_steps(schedule.num_steps, num_steps)
-    cumprod = schedule.alphas_cumprod.astype(dtype)[steps - 1]
-    previous = jnp.concatenate([cumprod[1:], jnp.ones((1,), dtype)])
-    times = jnp.asarray(steps / schedule.num_steps, dtype)
-    check_model(model, x, times[0])
-
-    def step(x, inputs):
-        alpha_cumprod, alpha_previous, t, key = inputs
-        eps = _noise(model, schedule, parameterisation, x, t)
-        x0 = (x - jnp.sqrt(1 - alpha_cumprod) * eps) / jnp.sqrt(alpha_cumprod)
-        sigma = eta * jnp.sqrt(
-            (1 - alpha_previous)
-            / (1 - alpha_cumprod)
-            * (1 - alpha_cumprod / alpha_previous)
-        )
-        direction = jnp.sqrt(jnp.maximum(1 - alpha_previous - sigma**2, 0))
-        z = jr.normal(key, x.shape, dtype)
-        x = jnp.sqrt(alpha_previous) * x0 + direction * eps + sigma * z
-        return x, x if trajectory else None
-
-    keys = jr.split(key, num_steps)
-    final, states = jax.lax.scan(step, x, (cumprod, previous, times, keys))
-    return SampleResult(
-        sample=check_finite(final, "ddim_sample"),
-        num_evaluations=num_evaluations(num_steps),
-        trajectory=with_start(x, states),
-        times=jnp.concatenate([times, jnp.zeros((1,), dtype)]) if trajectory else None,
+    sampler = DDIM(eta)
+    if key is None and not (is_concrete(eta) and float(eta) == 0):
+        raise ValueError("`key` is required when `eta` > 0 (DDIM adds noise).")
+    return run(
+        sampler,
+        Problem(model, schedule, parameterisation),
+        x,
+        num_steps=num_steps,
+        key=key,
+        denoise=False,
+        trajectory=trajectory,
     )

@@ -1,41 +1,126 @@
 r"""The second-order (Heun) sampler of Karras et al. (2022), on any Gaussian path."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_count, check_log_snr_ends, check_positive, is_concrete
 from .._custom_types import RealScalarLike
-from .._misc import check_count, is_concrete
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
     NoisePrediction,
 )
 from .._path import AbstractGaussianPath
-from ._common import (
-    check_finite,
-    check_model,
-    check_positive,
-    check_time_range,
-    Model,
-    num_evaluations,
-    predict,
-    SampleResult,
-)
+from .._predict import Model
+from ._abstract import AbstractSampler, Problem
+from ._grid import rho_levels
+from ._loop import run
+from ._result import SampleResult
 
 
-def edm_sigmas(
-    sigma_max: Array, sigma_min: Array, num_steps: int, rho: Array
-) -> Float[Array, " levels"]:
-    r"""Karras et al.'s levels $(\sigma_\text{max}^{1/\rho} + \frac{i}{N-1}
-    (\sigma_\text{min}^{1/\rho} - \sigma_\text{max}^{1/\rho}))^\rho$, then 0."""
-    fraction = jnp.linspace(0, 1, num_steps, dtype=sigma_max.dtype)
-    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    levels = (high + fraction * (low - high)) ** rho
-    if num_steps == 1:
-        levels = sigma_max[None]
-    return jnp.concatenate([levels, jnp.zeros((1,), sigma_max.dtype)])
+class _Level(NamedTuple):
+    """A noise level of the grid, its time, and the churn gamma applied there."""
+
+    t: Array
+    level: Array
+    gamma: Array
+
+
+def _path(problem: Problem) -> AbstractGaussianPath:
+    path = problem.path
+    assert isinstance(path, AbstractGaussianPath)
+    return path
+
+
+def _time(path: AbstractGaussianPath, level: Array) -> Array:
+    """The time at noise level `level`, and 0 at level 0."""
+    return jnp.where(level > 0, path.inverse_noise_to_signal(level), 0.0)
+
+
+class EDMHeun(AbstractSampler[Array]):
+    """Heun's method in the noise level on the rescaled variable x / alpha, with
+    stochastic churn; the state is the rescaled sample."""
+
+    name = "edm_sample"
+
+    rho: RealScalarLike = 7.0
+    churn: RealScalarLike = 0.0
+    churn_min: RealScalarLike = 0.0
+    churn_max: RealScalarLike = float("inf")
+    churn_noise: RealScalarLike = 1.0
+
+    final_step_differs = True
+
+    def __check_init__(self):
+        check_positive(self.rho, "rho")
+        if is_concrete(self.churn) and not float(self.churn) >= 0:
+            raise ValueError(f"`churn` must be >= 0, got {float(self.churn)}.")
+
+    @property
+    def stochastic(self) -> bool:
+        return not (is_concrete(self.churn) and float(self.churn) == 0)
+
+    def evaluations(self, num_steps: int) -> int:
+        return 2 * num_steps - 1
+
+    def grid(self, problem: Problem, num_steps: int, dtype) -> _Level:
+        path = _path(problem)
+        rho = check_positive(self.rho, "rho").astype(dtype)
+        level_max = path.noise_to_signal(jnp.asarray(problem.t_max, dtype))
+        level_min = path.noise_to_signal(jnp.asarray(problem.t_min, dtype))
+        ends = -2 * jnp.log(jnp.stack([level_max, level_min]))
+        levels = check_log_snr_ends(
+            rho_levels(level_max, level_min, num_steps, rho), ends, path
+        )
+        in_range = (levels >= self.churn_min) & (levels <= self.churn_max)
+        churn = jnp.asarray(self.churn, dtype) / num_steps
+        gamma = jnp.where(in_range, jnp.minimum(churn, 2**0.5 - 1), 0)
+        times = jax.vmap(lambda level: _time(path, level))(levels)
+        return _Level(times.astype(dtype), levels, gamma)
+
+    def init(self, problem: Problem, x: Array, grid: _Level) -> Array:
+        return x / _path(problem).alpha(jnp.asarray(problem.t_max, x.dtype))
+
+    def sample(self, state: Array, node: _Level) -> Array:
+        return state
+
+    def _denoised(self, problem: Problem, x_scaled: Array, level: Array) -> Array:
+        path = _path(problem)
+        t = _time(path, level)
+        return problem.read(path.alpha(t) * x_scaled, t, DataPrediction())
+
+    def _euler(
+        self, problem: Problem, x_scaled: Array, s: _Level, t: _Level, key
+    ) -> tuple[Array, Array, Array, Array]:
+        """The churned start, its level, the slope there and the Euler step."""
+        x_hat, level_hat = x_scaled, s.level
+        if self.stochastic:
+            path = _path(problem)
+            level_max = path.noise_to_signal(jnp.asarray(problem.t_max, x_scaled.dtype))
+            level_hat = jnp.minimum(s.level * (1 + s.gamma), level_max)
+            z = jr.normal(key, x_scaled.shape, x_scaled.dtype)
+            spread = jnp.sqrt(jnp.maximum(level_hat**2 - s.level**2, 0))
+            x_hat = x_scaled + spread * self.churn_noise * z
+        slope = (x_hat - self._denoised(problem, x_hat, level_hat)) / level_hat
+        return x_hat, level_hat, slope, x_hat + (t.level - level_hat) * slope
+
+    def _saved(self, problem: Problem, x_scaled: Array, s: _Level) -> Array:
+        return _path(problem).alpha(s.t) * x_scaled
+
+    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        x_hat, level_hat, slope, x_next = self._euler(problem, state, s, t, key)
+        next_slope = (x_next - self._denoised(problem, x_next, t.level)) / t.level
+        x_next = x_hat + (t.level - level_hat) * (slope + next_slope) / 2
+        return x_next, self._saved(problem, state, s)
+
+    def final_step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        """Euler to noise level 0: the denoiser's output."""
+        *_, final = self._euler(problem, state, s, t, key)
+        return final, self._saved(problem, state, s)
 
 
 def edm_sample(
@@ -112,79 +197,15 @@ def edm_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= 2N - 1$.
     """
     check_count(num_steps, "num_steps")
-    check_time_range(t_min, t_max)
-    rho = check_positive(rho, "rho").astype(x.dtype)
-    if is_concrete(churn) and not float(churn) >= 0:
-        raise ValueError(f"`churn` must be >= 0, got {float(churn)}.")
-    stochastic = not (is_concrete(churn) and float(churn) == 0)
-    if stochastic and key is None:
+    sampler = EDMHeun(rho, churn, churn_min, churn_max, churn_noise)
+    if sampler.stochastic and key is None:
         raise ValueError("`key` is required when `churn` > 0 (the sampler adds noise).")
-    key = jr.key(0) if key is None else key  # unused without churn
-    dtype = x.dtype
-    start, end = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
-    level_max = jnp.exp(-path.log_snr(start) / 2)
-    level_min = jnp.exp(-path.log_snr(end) / 2)
-    if is_concrete(level_max) and not (
-        bool(jnp.isfinite(level_max)) and float(level_min) > 0
-    ):
-        raise ValueError(
-            f"`t_max`, `t_min`: {type(path).__name__} needs alpha(t_max) > 0 and "
-            f"sigma(t_min) > 0 for finite noise levels, got t_max={t_max}, "
-            f"t_min={t_min}."
-        )
-    levels = edm_sigmas(level_max, level_min, num_steps, rho)
-    check_model(model, x, start)
-
-    def time(level):
-        return jnp.where(level > 0, path.inverse_log_snr(-2 * jnp.log(level)), 0.0)
-
-    def denoised(x_scaled, level):
-        t = time(level)
-        x_t = path.alpha(t) * x_scaled
-        return predict(
-            model, path, x_t, t, source=parameterisation, target=DataPrediction()
-        )
-
-    def raise_level(x_scaled, level, key):
-        in_range = (level >= churn_min) & (level <= churn_max)
-        gamma = jnp.where(
-            in_range, jnp.minimum(jnp.asarray(churn, dtype) / num_steps, 2**0.5 - 1), 0
-        )
-        raised = jnp.minimum(level * (1 + gamma), level_max)
-        z = jr.normal(key, x_scaled.shape, dtype)
-        spread = jnp.sqrt(jnp.maximum(raised**2 - level**2, 0))
-        return x_scaled + spread * churn_noise * z, raised
-
-    def euler(x_scaled, level, next_level, key):
-        x_hat, level_hat = (
-            raise_level(x_scaled, level, key) if stochastic else (x_scaled, level)
-        )
-        slope = (x_hat - denoised(x_hat, level_hat)) / level_hat
-        return x_hat, level_hat, slope, x_hat + (next_level - level_hat) * slope
-
-    def heun(x_scaled, inputs):
-        level, next_level, key = inputs
-        x_hat, level_hat, slope, x_next = euler(x_scaled, level, next_level, key)
-        next_slope = (x_next - denoised(x_next, next_level)) / next_level
-        x_next = x_hat + (next_level - level_hat) * (slope + next_slope) / 2
-        return x_next, x_next if trajectory else None
-
-    keys = jr.split(key, num_steps)
-    x_scaled = x / path.alpha(start)
-    x_scaled, states = jax.lax.scan(
-        heun, x_scaled, (levels[: num_steps - 1], levels[1:num_steps], keys[:-1])
-    )
-    *_, final = euler(x_scaled, levels[num_steps - 1], levels[num_steps], keys[-1])
-    result_trajectory = result_times = None
-    if trajectory:
-        assert states is not None
-        times = jax.vmap(time)(levels)
-        scaled = jnp.concatenate([(x / path.alpha(start))[None], states, final[None]])
-        scale = jax.vmap(path.alpha)(times).reshape((-1,) + (1,) * x.ndim)
-        result_trajectory, result_times = scale * scaled, times.astype(dtype)
-    return SampleResult(
-        sample=check_finite(final, "edm_sample"),
-        num_evaluations=num_evaluations(2 * num_steps - 1),
-        trajectory=result_trajectory,
-        times=result_times,
+    return run(
+        sampler,
+        Problem(model, path, parameterisation, t_min, t_max),
+        x,
+        num_steps=num_steps,
+        key=key,
+        denoise=False,
+        trajectory=trajectory,
     )

@@ -1,40 +1,18 @@
-r"""Langevin-type samplers: unadjusted Langevin, annealed Langevin (NCSN) and the
-predictor-corrector sampler of Song et al. (2021)."""
+r"""Langevin-type samplers: unadjusted Langevin and annealed Langevin (NCSN)."""
 
-import jax
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_count, check_model, check_positive, is_concrete
 from .._custom_types import RealScalarLike
-from .._misc import check_count, is_concrete
-from .._parameterisation import (
-    AbstractParameterisation,
-    DataPrediction,
-    NoisePrediction,
-    ScorePrediction,
-)
-from .._path import AbstractGaussianPath
-from ._common import (
-    check_finite,
-    check_model,
-    check_positive,
-    check_time_range,
-    Model,
-    num_evaluations,
-    predict,
-    SampleResult,
-    ScoreFn,
-    time_grid,
-)
-
-
-def with_start(
-    x: Float[Array, "*shape"], states: Float[Array, " num *shape"] | None
-) -> Float[Array, " num_saved *shape"] | None:
-    """Prepend the starting point to the states a scan saved (None stays None)."""
-    return None if states is None else jnp.concatenate([x[None], states])
+from .._predict import Model, ScoreFn
+from ._abstract import AbstractSampler, Problem
+from ._loop import run
+from ._result import SampleResult
 
 
 def langevin_step(
@@ -46,6 +24,107 @@ def langevin_step(
     r"""$x + \epsilon s + \sqrt{2\epsilon}\, z$ with $z \sim \mathcal{N}(0, I)$."""
     z = jr.normal(key, x.shape, x.dtype)
     return x + step_size * score + jnp.sqrt(2 * step_size) * z
+
+
+class _Point(NamedTuple):
+    """A point of a Langevin grid: its time (or noise level)."""
+
+    t: Array
+
+
+class Langevin(AbstractSampler[Array]):
+    """Unadjusted Langevin with step size `step_size` for a score `model(x)`;
+    the grid holds the times k * step_size of the diffusion it approximates."""
+
+    name = "langevin"
+
+    step_size: RealScalarLike
+
+    def __check_init__(self):
+        check_positive(self.step_size, "step_size")
+
+    def evaluations(self, num_steps: int) -> int:
+        return num_steps
+
+    def _step_size(self, dtype) -> Array:
+        return check_positive(self.step_size, "step_size").astype(dtype)
+
+    def grid(self, problem: Problem, num_steps: int, dtype) -> _Point:
+        return _Point(self._step_size(dtype) * jnp.arange(num_steps + 1, dtype=dtype))
+
+    def check(self, problem: Problem, x: Array, grid: _Point) -> None:
+        check_model(problem.model, x)
+
+    def init(self, problem: Problem, x: Array, grid: _Point) -> Array:
+        return x
+
+    def sample(self, state: Array, node: _Point) -> Array:
+        return state
+
+    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        score = problem.model(state)  # pyright: ignore[reportCallIssue]
+        step_size = self._step_size(state.dtype)
+        return langevin_step(state, score, step_size, key), state
+
+
+class AnnealedLangevin(AbstractSampler[Array]):
+    """Annealed Langevin over the levels `sigmas`, `steps_per_level` steps each,
+    for a noise-conditional score `model(x, sigma)`; the grid holds the level of
+    each step."""
+
+    name = "annealed_langevin"
+    can_denoise = True
+
+    sigmas: Float[Array, " num_levels"]
+    step_size: RealScalarLike = 2e-5
+    steps_per_level: int = 100
+
+    def __check_init__(self):
+        sigmas = self.sigmas
+        if sigmas.ndim != 1 or sigmas.shape[0] < 1:
+            raise ValueError(
+                f"`sigmas` must be a 1-D array of levels, got {sigmas.shape}."
+            )
+        if is_concrete(sigmas):
+            levels = np.asarray(sigmas)
+            if not (np.all(levels > 0) and np.all(np.diff(levels) < 0)):
+                raise ValueError(
+                    "`sigmas` must be positive and strictly decreasing (largest "
+                    f"first, as scorax.geometric_sigmas returns them), got {levels}."
+                )
+        check_count(self.steps_per_level, "steps_per_level")
+        check_positive(self.step_size, "step_size")
+
+    @property
+    def num_steps(self) -> int:
+        return self.sigmas.shape[0] * self.steps_per_level
+
+    def evaluations(self, num_steps: int) -> int:
+        return num_steps
+
+    def grid(self, problem: Problem, num_steps: int, dtype) -> _Point:
+        sigmas = self.sigmas.astype(dtype)
+        levels = jnp.repeat(sigmas, self.steps_per_level)
+        return _Point(jnp.concatenate([sigmas[:1], levels]))
+
+    def init(self, problem: Problem, x: Array, grid: _Point) -> Array:
+        return x
+
+    def sample(self, state: Array, node: _Point) -> Array:
+        return state
+
+    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+        """A Langevin step at the level of `t`, the level this step runs at."""
+        dtype = state.dtype
+        step_size = check_positive(self.step_size, "step_size").astype(dtype)
+        alpha = step_size * (t.t / self.sigmas[-1].astype(dtype)) ** 2
+        score = problem.model(state, t.t)  # pyright: ignore[reportCallIssue]
+        return langevin_step(state, score, alpha / 2, key), state
+
+    def denoise(self, problem: Problem, x: Array, node: _Point) -> Array:
+        """Tweedie's posterior mean at the smallest level."""
+        score = problem.model(x, node.t)  # pyright: ignore[reportCallIssue]
+        return x + node.t**2 * score
 
 
 def langevin(
@@ -85,34 +164,15 @@ def langevin(
     A [`SampleResult`][scorax.SampleResult] with $x_K$ and `num_evaluations` $= K$.
     """
     check_count(num_steps, "num_steps")
-    step_size = check_positive(step_size, "step_size").astype(x.dtype)
-    check_model(score_fn, x)
-
-    def step(x, key):
-        x = langevin_step(x, score_fn(x), step_size, key)
-        return x, x if trajectory else None
-
-    final, states = jax.lax.scan(step, x, jr.split(key, num_steps))
-    return SampleResult(
-        sample=check_finite(final, "langevin"),
-        num_evaluations=num_evaluations(num_steps),
-        trajectory=with_start(x, states),
-        times=step_size * jnp.arange(num_steps + 1, dtype=x.dtype)
-        if trajectory
-        else None,
+    return run(
+        Langevin(step_size),
+        Problem(score_fn),
+        x,
+        num_steps=num_steps,
+        key=key,
+        denoise=False,
+        trajectory=trajectory,
     )
-
-
-def _check_sigmas(sigmas: Array) -> None:
-    if sigmas.ndim != 1 or sigmas.shape[0] < 1:
-        raise ValueError(f"`sigmas` must be a 1-D array of levels, got {sigmas.shape}.")
-    if is_concrete(sigmas):
-        levels = np.asarray(sigmas)
-        if not (np.all(levels > 0) and np.all(np.diff(levels) < 0)):
-            raise ValueError(
-                "`sigmas` must be positive and strictly decreasing (largest first, "
-                f"as scorax.geometric_sigmas returns them), got {levels}."
-            )
 
 
 def annealed_langevin(
@@ -162,162 +222,13 @@ def annealed_langevin(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` is $LT$, plus one
     with `denoise`.
     """
-    _check_sigmas(sigmas)
-    sigmas = sigmas.astype(x.dtype)
-    check_count(steps_per_level, "steps_per_level")
-    step_size = check_positive(step_size, "step_size").astype(x.dtype)
-    check_model(model, x, sigmas[0])
-    levels = jnp.repeat(sigmas, steps_per_level)
-
-    def step(x, inputs):
-        sigma, key = inputs
-        alpha = step_size * (sigma / sigmas[-1]) ** 2
-        x = langevin_step(x, model(x, sigma), alpha / 2, key)
-        return x, x if trajectory else None
-
-    keys = jr.split(key, levels.shape[0])
-    final, states = jax.lax.scan(step, x, (levels, keys))
-    if denoise:
-        final = final + sigmas[-1] ** 2 * model(final, sigmas[-1])
-    return SampleResult(
-        sample=check_finite(final, "annealed_langevin"),
-        num_evaluations=num_evaluations(levels.shape[0] + int(denoise)),
-        trajectory=with_start(x, states),
-        times=jnp.concatenate([sigmas[:1], levels]) if trajectory else None,
-    )
-
-
-def predictor_corrector_sample(
-    model: Model,
-    path: AbstractGaussianPath,
-    x: Float[Array, "*shape"],
-    *,
-    key: PRNGKeyArray,
-    num_steps: int = 1000,
-    corrector_steps: int = 1,
-    snr: RealScalarLike = 0.16,
-    t_min: float = 1e-3,
-    t_max: float = 1.0,
-    parameterisation: AbstractParameterisation = NoisePrediction(),
-    denoise: bool = True,
-    trajectory: bool = False,
-    axis_name: str | None = None,
-) -> SampleResult:
-    r"""Predictor-corrector sampling (Song et al. 2021, "Score-based generative
-    modeling through stochastic differential equations", Algorithms 2 and 3), on
-    any Gaussian path.
-
-    On the grid $t_0 = t_\text{max} > t_1 > \dots > t_N = t_\text{min}$, each step
-    from $t = t_k$ to $s = t_{k+1}$ is
-
-    - a **reverse-diffusion predictor**: with $a = \alpha(t)/\alpha(s)$ and
-      $b^2 = \sigma(t)^2 - a^2 \sigma(s)^2$ the forward transition
-      $x_t = a\, x_s + b\, z$ between the two times,
-      $$x \leftarrow (2 - a)\, x + b^2\, s_\theta(x, t) + b\, z$$
-      (for `VPPath` this is the paper's $(2 - \sqrt{1-\beta_i})x + \beta_i s +
-      \sqrt{\beta_i} z$; for `VEPath`, $x + (\sigma_t^2 - \sigma_s^2) s +
-      \sqrt{\sigma_t^2 - \sigma_s^2}\, z$);
-    - then `corrector_steps` **Langevin corrector** steps at time $s$ with the
-      signal-to-noise step rule
-      $$\epsilon = 2 a^2 \left(r \frac{\|z\|}{\|s_\theta(x, s)\|}\right)^2, \qquad
-      x \leftarrow x + \epsilon\, s_\theta(x, s) + \sqrt{2\epsilon}\, z,$$
-      where $r$ is `snr`.
-
-    The norms are of this one sample, unless `axis_name` names the `jax.vmap`
-    axis the sampler runs under: then each norm is averaged over the batch, as
-    the reference implementation does. Per-sample norms concentrate in high
-    dimension (images) but not in low: in two dimensions $\|s_\theta\|$ comes
-    close to 0 near modes and saddles, the step blows up, and batch averaging is
-    needed.
-
-    The chain stops at $t_\text{min}$, where $p_{t_\text{min}}$ is the data
-    blurred by noise of scale $\sigma(t_\text{min})$; `denoise=True` then returns
-    Tweedie's posterior mean $\mathbb{E}[x_0 \mid x_{t_\text{min}}]$ read from the
-    model ([`DataPrediction`][scorax.DataPrediction]).
-
-    **Arguments:**
-
-    - `model`: called as `model(x_t, t)`, predicting `parameterisation`.
-    - `path`: the Gaussian path the model was trained on.
-    - `x`: the starting point, a draw from
-      [`prior_sample`][scorax.AbstractGaussianPath.prior_sample].
-    - `key`: a JAX PRNG key for the noise.
-    - `num_steps`: predictor steps $N \ge 1$.
-    - `corrector_steps`: Langevin steps after each predictor step, $\ge 0$ ($0$
-      gives the predictor alone, "reverse diffusion"); default 1.
-    - `snr`: $r > 0$; default 0.16, the paper's value for VE on CIFAR-10.
-    - `t_min`, `t_max`: the time interval, $0 < t_\text{min} < t_\text{max} \le 1$.
-    - `parameterisation`: what the model predicts; default `NoisePrediction()`.
-    - `denoise`: finish with the posterior mean (one more model evaluation).
-    - `trajectory`: also return the $N + 1$ states after each full step, with
-      `times` $t_k$.
-    - `axis_name`: the name of an enclosing `jax.vmap` axis
-      (`jax.vmap(..., axis_name="batch")`) to average the step-size norms over,
-      or `None` for per-sample norms.
-
-    **Returns:**
-
-    A [`SampleResult`][scorax.SampleResult]; `num_evaluations` is
-    $N(1 + \text{corrector\_steps})$, plus one with `denoise`.
-    """
-    check_count(num_steps, "num_steps")
-    if (
-        isinstance(corrector_steps, bool)
-        or not isinstance(corrector_steps, int)
-        or corrector_steps < 0
-    ):
-        raise ValueError(
-            f"`corrector_steps` must be an integer >= 0, got {corrector_steps!r}."
-        )
-    check_time_range(t_min, t_max)
-    snr = check_positive(snr, "snr").astype(x.dtype)
-    times = time_grid(t_max, t_min, num_steps, x.dtype)
-    check_model(model, x, times[0])
-
-    def score(x, t):
-        return predict(
-            model, path, x, t, source=parameterisation, target=ScorePrediction()
-        )
-
-    def corrector(x, inputs):
-        s, retention, key = inputs
-        g = score(x, s)
-        z = jr.normal(key, x.shape, x.dtype)
-        g_norm, z_norm = jnp.sqrt(jnp.sum(g**2)), jnp.sqrt(jnp.sum(z**2))
-        if axis_name is not None:
-            g_norm, z_norm = jax.lax.pmean((g_norm, z_norm), axis_name)
-        ratio = jnp.where(g_norm > 0, snr * z_norm / g_norm, 0)
-        step_size = 2 * retention * ratio**2
-        return x + step_size * g + jnp.sqrt(2 * step_size) * z, None
-
-    def step(x, inputs):
-        t, s, key = inputs
-        predictor_key, corrector_key = jr.split(key)
-        a = path.alpha(t) / path.alpha(s)
-        b = jnp.sqrt(jnp.maximum(path.sigma(t) ** 2 - (a * path.sigma(s)) ** 2, 0))
-        z = jr.normal(predictor_key, x.shape, x.dtype)
-        x = (2 - a) * x + b**2 * score(x, t) + b * z
-        if corrector_steps:
-            keys = jr.split(corrector_key, corrector_steps)
-            x, _ = jax.lax.scan(lambda x, key: corrector(x, (s, a**2, key)), x, keys)
-        return x, x if trajectory else None
-
-    keys = jr.split(key, num_steps)
-    final, states = jax.lax.scan(step, x, (times[:-1], times[1:], keys))
-    if denoise:
-        final = predict(
-            model,
-            path,
-            final,
-            times[-1],
-            source=parameterisation,
-            target=DataPrediction(),
-        )
-    return SampleResult(
-        sample=check_finite(final, "predictor_corrector_sample"),
-        num_evaluations=num_evaluations(
-            num_steps * (1 + corrector_steps) + int(denoise)
-        ),
-        trajectory=with_start(x, states),
-        times=times if trajectory else None,
+    sampler = AnnealedLangevin(sigmas, step_size, steps_per_level)
+    return run(
+        sampler,
+        Problem(model),
+        x,
+        num_steps=sampler.num_steps,
+        key=key,
+        denoise=denoise,
+        trajectory=trajectory,
     )

@@ -7,6 +7,7 @@ import diffrax as dfx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._checks import check_finite, check_model, check_time_range
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -15,15 +16,9 @@ from .._parameterisation import (
     VelocityPrediction,
 )
 from .._path import AbstractGaussianPath
-from ._common import (
-    check_finite,
-    check_model,
-    check_time_range,
-    Model,
-    predict,
-    SampleResult,
-)
-from ._solve import brownian_motion, check_solver_options, solve
+from .._predict import Model, predict
+from .._solve import brownian_motion, check_solver_options, solve
+from ._result import SampleResult
 
 
 def _integrate_backwards(

@@ -3,7 +3,7 @@
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import equinox as eqx
 import jax
@@ -145,21 +145,7 @@ def check_path(
     dtype = default_dtype() if dtype is None else np.dtype(dtype)
     values = _check_times(times)
     t = jnp.asarray(values, dtype)
-    for method in (
-        "alpha",
-        "sigma",
-        "alpha_derivative",
-        "sigma_derivative",
-        "diffusion_squared",
-        "log_snr",
-    ):
-        got = jax.eval_shape(getattr(path, method), t[0]).dtype
-        if got != dtype:
-            fail(
-                name,
-                f"{method}(t) keeps the dtype of t",
-                [("where", f"a {dtype.name} t"), ("got", f"a {got} result")],
-            )
+    _check_dtypes(name, path, t[0], dtype)
     try:
         # One compiled program per path class and dtype: the hyperparameters are
         # traced, so Hypothesis's many paths of one class reuse it.
@@ -174,94 +160,19 @@ def check_path(
             "identities 1-4",
             [("where", f"times {values}"), ("got", str(error).splitlines()[0])],
         )
-    rtol = relative_tolerance(dtype)
-    condition = 1 + np.abs(v["log_snr_reference"])
-    where = _describe(values)
-    ulps = f"1000 ulps of {dtype.name}"
-
-    # 1. Closed-form derivatives against autodiff.
-    for method, of in (("alpha_derivative", "alpha"), ("sigma_derivative", "sigma")):
-        expected = v[f"{of}_autodiff"]
-        # Both sides round relative to the derivative and, where it is small (a
-        # cosine near its peak), to the function itself per unit of time.
-        assert_close(
-            name,
-            f"{method}(t) = d {of} / dt (forward-mode autodiff)",
-            actual=v[method],
-            expected=expected,
-            tolerance=rtol * condition * (np.abs(expected) + np.abs(v[of])) + TINY,
-            where=where,
-            tolerance_source=f"{ulps} x (1 + |log_snr(t)|) x (|{of}'| + |{of}|)",
-        )
-
-    # 2. The forward SDE reproduces the marginals.
-    sde_rtol = 2 * rtol * condition  # g^2 goes through a square root and back
-    assert_close(
-        name,
-        "f(t) alpha(t) = alpha'(t), with f from drift (alpha' by autodiff)",
-        actual=v["drift"] * v["alpha"],
-        expected=v["alpha_autodiff"],
-        tolerance=sde_rtol * (np.abs(v["alpha_autodiff"]) + v["alpha"]) + TINY,
-        where=where,
-        tolerance_source=f"2 x {ulps} x (1 + |log_snr(t)|) x (|alpha'| + alpha)",
+    at = _AtTimes(
+        name=name,
+        v=v,
+        times=values,
+        where=_describe(values),
+        rtol=relative_tolerance(dtype),
+        condition=1 + np.abs(v["log_snr_reference"]),
+        ulps=f"1000 ulps of {dtype.name}",
     )
-    two_f_variance = 2 * v["drift"] * v["sigma"] ** 2
-    assert_close(
-        name,
-        "(sigma^2)'(t) = 2 f(t) sigma(t)^2 + g(t)^2, with f from drift, g from "
-        "diffusion ((sigma^2)' by autodiff)",
-        actual=two_f_variance + v["diffusion"] ** 2,
-        expected=v["variance_autodiff"],
-        tolerance=sde_rtol
-        * (np.abs(two_f_variance) + v["diffusion"] ** 2 + v["sigma"] ** 2)
-        + TINY,
-        where=where,
-        tolerance_source=f"2 x {ulps} x (1 + |log_snr(t)|) x (|2 f sigma^2| + g^2 "
-        "+ sigma^2)",
-    )
-
-    # 3. The conditional score.
-    expected = v["score_autodiff"]
-    assert_close(
-        name,
-        "conditional_score(x_t, x0, t) = grad log N(x_t; alpha x0, sigma^2 I)",
-        actual=v["score"],
-        expected=expected,
-        tolerance=rtol * np.abs(expected) + TINY,
-        where=where,
-        tolerance_source=f"{ulps} x |expected|",
-    )
-    sigma, alpha = v["sigma"][:, None], v["alpha"][:, None]
-    expected = -v["sample_noise"] / sigma
-    # x_t - alpha x0 = sigma eps cancels when sigma |eps| << |x0|: its rounding,
-    # about ulps x (|x_t| + |alpha x0|), divided by sigma^2, sets the error scale.
-    cancellation = np.abs(v["sample"]) + np.abs(alpha * v["x0"])
-    scale = np.max(np.abs(expected) + cancellation / sigma**2, axis=1, keepdims=True)
-    assert_close(
-        name,
-        "conditional_score(x_t, x0, t) = -eps / sigma(t) for (x_t, eps) = "
-        "sample(x0, t)",
-        actual=v["sample_score"],
-        expected=expected,
-        tolerance=rtol * (1 + scale),
-        where=where,
-        tolerance_source=f"{ulps} x (1 + |eps / sigma| + (|x_t| + |alpha x0|) / "
-        "sigma^2), the cancellation in x_t - alpha x0",
-    )
-
-    # 4. inverse_log_snr inverts log_snr.
-    slope = np.abs(v["log_snr_autodiff"])
-    assert_close(
-        name,
-        "inverse_log_snr(log_snr(t)) = t",
-        actual=v["inverse"],
-        expected=values,
-        tolerance=rtol * (condition / slope + 1),
-        where=where,
-        tolerance_source=f"{ulps} x ((1 + |log_snr(t)|) / |log_snr'(t)| + 1): the "
-        "rounding of log_snr, in time units",
-    )
-
+    _check_derivatives(at)
+    _check_sde_marginals(at)
+    _check_conditional_score(at)
+    _check_inverse_log_snr(at)
     _check_monotone_log_snr(name, _traced(path), dtype)
     _check_endpoints(name, path, dtype)
     if jax.config.read("jax_enable_x64"):
@@ -272,6 +183,135 @@ def check_path(
             "jax_enable_x64 and was not checked.",
             stacklevel=2,
         )
+
+
+def _check_dtypes(
+    name: str, path: AbstractGaussianPath, t: Array, dtype: np.dtype
+) -> None:
+    """Identity 1, second half: every primitive keeps the dtype of `t`."""
+    for method in (
+        "alpha",
+        "sigma",
+        "alpha_derivative",
+        "sigma_derivative",
+        "diffusion_squared",
+        "log_snr",
+    ):
+        got = jax.eval_shape(getattr(path, method), t).dtype
+        if got != dtype:
+            fail(
+                name,
+                f"{method}(t) keeps the dtype of t",
+                [("where", f"a {dtype.name} t"), ("got", f"a {got} result")],
+            )
+
+
+class _AtTimes(NamedTuple):
+    """The values identities 1-4 compare at the checked times, and what their
+    tolerances and reports are made of."""
+
+    name: str  # the check, as reports name it
+    v: dict[str, np.ndarray]  # from `_identity_values`, in float64
+    times: np.ndarray
+    where: list[str]  # each time, described
+    rtol: float  # 1000 ulps of the dtype
+    condition: np.ndarray  # 1 + |log_snr(t)|
+    ulps: str  # `rtol` in words
+
+
+def _check_derivatives(at: _AtTimes) -> None:
+    """Identity 1: the closed-form derivatives against autodiff."""
+    v = at.v
+    for method, of in (("alpha_derivative", "alpha"), ("sigma_derivative", "sigma")):
+        expected = v[f"{of}_autodiff"]
+        # Both sides round relative to the derivative and, where it is small (a
+        # cosine near its peak), to the function itself per unit of time.
+        assert_close(
+            at.name,
+            f"{method}(t) = d {of} / dt (forward-mode autodiff)",
+            actual=v[method],
+            expected=expected,
+            tolerance=at.rtol * at.condition * (np.abs(expected) + np.abs(v[of]))
+            + TINY,
+            where=at.where,
+            tolerance_source=f"{at.ulps} x (1 + |log_snr(t)|) x (|{of}'| + |{of}|)",
+        )
+
+
+def _check_sde_marginals(at: _AtTimes) -> None:
+    """Identity 2: the forward SDE reproduces the marginals."""
+    v = at.v
+    sde_rtol = 2 * at.rtol * at.condition  # g^2 goes through a square root and back
+    assert_close(
+        at.name,
+        "f(t) alpha(t) = alpha'(t), with f from drift (alpha' by autodiff)",
+        actual=v["drift"] * v["alpha"],
+        expected=v["alpha_autodiff"],
+        tolerance=sde_rtol * (np.abs(v["alpha_autodiff"]) + v["alpha"]) + TINY,
+        where=at.where,
+        tolerance_source=f"2 x {at.ulps} x (1 + |log_snr(t)|) x (|alpha'| + alpha)",
+    )
+    two_f_variance = 2 * v["drift"] * v["sigma"] ** 2
+    assert_close(
+        at.name,
+        "(sigma^2)'(t) = 2 f(t) sigma(t)^2 + g(t)^2, with f from drift, g from "
+        "diffusion ((sigma^2)' by autodiff)",
+        actual=two_f_variance + v["diffusion"] ** 2,
+        expected=v["variance_autodiff"],
+        tolerance=sde_rtol
+        * (np.abs(two_f_variance) + v["diffusion"] ** 2 + v["sigma"] ** 2)
+        + TINY,
+        where=at.where,
+        tolerance_source=f"2 x {at.ulps} x (1 + |log_snr(t)|) x (|2 f sigma^2| + g^2 "
+        "+ sigma^2)",
+    )
+
+
+def _check_conditional_score(at: _AtTimes) -> None:
+    """Identity 3: the conditional score, by autodiff and from `sample`'s noise."""
+    v = at.v
+    expected = v["score_autodiff"]
+    assert_close(
+        at.name,
+        "conditional_score(x_t, x0, t) = grad log N(x_t; alpha x0, sigma^2 I)",
+        actual=v["score"],
+        expected=expected,
+        tolerance=at.rtol * np.abs(expected) + TINY,
+        where=at.where,
+        tolerance_source=f"{at.ulps} x |expected|",
+    )
+    sigma, alpha = v["sigma"][:, None], v["alpha"][:, None]
+    expected = -v["sample_noise"] / sigma
+    # x_t - alpha x0 = sigma eps cancels when sigma |eps| << |x0|: its rounding,
+    # about ulps x (|x_t| + |alpha x0|), divided by sigma^2, sets the error scale.
+    cancellation = np.abs(v["sample"]) + np.abs(alpha * v["x0"])
+    scale = np.max(np.abs(expected) + cancellation / sigma**2, axis=1, keepdims=True)
+    assert_close(
+        at.name,
+        "conditional_score(x_t, x0, t) = -eps / sigma(t) for (x_t, eps) = "
+        "sample(x0, t)",
+        actual=v["sample_score"],
+        expected=expected,
+        tolerance=at.rtol * (1 + scale),
+        where=at.where,
+        tolerance_source=f"{at.ulps} x (1 + |eps / sigma| + (|x_t| + |alpha x0|) / "
+        "sigma^2), the cancellation in x_t - alpha x0",
+    )
+
+
+def _check_inverse_log_snr(at: _AtTimes) -> None:
+    """Identity 4: `inverse_log_snr` inverts `log_snr`."""
+    slope = np.abs(at.v["log_snr_autodiff"])
+    assert_close(
+        at.name,
+        "inverse_log_snr(log_snr(t)) = t",
+        actual=at.v["inverse"],
+        expected=at.times,
+        tolerance=at.rtol * (at.condition / slope + 1),
+        where=at.where,
+        tolerance_source=f"{at.ulps} x ((1 + |log_snr(t)|) / |log_snr'(t)| + 1): "
+        "the rounding of log_snr, in time units",
+    )
 
 
 @eqx.filter_jit

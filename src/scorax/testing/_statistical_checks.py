@@ -11,8 +11,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, PRNGKeyArray
 
+from .._checks import check_count
 from .._metric import sliced_wasserstein
-from .._misc import check_count
 from .._mixture import GaussianMixture
 from .._sampler import SampleResult
 from ._report import assert_close, fail, relative_tolerance
@@ -482,15 +482,8 @@ def check_sampler(
     `None`; raises `AssertionError` with a report otherwise.
     """
     _check_threshold(num_standard_errors)
-    check_count(num_noise_floor, "num_noise_floor")
-    if (
-        isinstance(num_counted, bool)
-        or not isinstance(num_counted, int)
-        or num_counted < 0
-    ):
-        raise ValueError(f"`num_counted` must be an integer >= 0, got {num_counted!r}.")
-    if num_noise_floor < 2:
-        raise ValueError(f"`num_noise_floor` must be >= 2, got {num_noise_floor}.")
+    check_count(num_noise_floor, "num_noise_floor", minimum=2)
+    check_count(num_counted, "num_counted", minimum=0)
     if start.ndim != 2 or start.shape[1] != target.dim or start.shape[0] < 2:
         raise ValueError(
             f"`start` must have shape (n, d) with n >= 2 and d = {target.dim} (the "

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from jaxtyping import DTypeLike
 
+from .._checks import check_count
 from .._mixture import GaussianMixture
 from .._parameterisation import (
     AbstractParameterisation,
@@ -163,9 +164,8 @@ def gaussian_mixtures(
     - `dtype`: the floating dtype (default: JAX's default, float64 when
       `jax_enable_x64` is on and float32 otherwise).
     """
-    for value, name in ((dim, "dim"), (num_components, "num_components")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    check_count(dim, "dim")
+    check_count(num_components, "num_components")
     entries = st.floats(-3.0, 3.0)
     factor_entries = st.floats(-1.5, 1.5)
     logit_entries = st.floats(-1.0, 1.0)

@@ -10,7 +10,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
-from .._misc import check_count
+from ._checks import check_count
 
 
 def evaluations_per_step(solver: dfx.AbstractSolver) -> tuple[int, int]:
