@@ -83,15 +83,15 @@ TRAIN = textwrap.dedent(
             process_id=process, initialization_timeout=60,
         )
     import equinox as eqx, jax.random as jr, numpy as np, optax, scorax
-    import scorax._fit
+    import scorax._fit._checkpoint
 
     assert jax.device_count() == 2 and jax.process_count() == (2 if mode == "multi" else 1)
     saves = []
-    save = scorax._fit._save_atomically
+    save = scorax._fit._checkpoint.save
     def counting_save(path, *args):
         saves.append(path.name)
         save(path, *args)
-    scorax._fit._save_atomically = counting_save
+    scorax._fit._checkpoint.save = counting_save
 
     path = scorax.VPPath()
     data = np.random.default_rng(0).normal(size=(512, 2)).astype(np.float32)

@@ -166,7 +166,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_checkpoint(
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(scorax._fit.np, "save", broken_save)
+    monkeypatch.setattr(scorax._fit._checkpoint.np, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         scorax.fit(
             model,
