@@ -3,6 +3,7 @@
 (becoming an `eqx.error_if`, raised when the computation runs)."""
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -52,11 +53,40 @@ def check_positive(value: ArrayLike, name: str) -> Array:
     )
 
 
-def check_count(value: object, name: str, *, minimum: int = 1) -> int:
-    """`value`, unless it is not a Python integer >= `minimum` (a static count)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
+def _as_int(value: object) -> int | None:
+    """`value` as a Python `int` if it is a concrete integer scalar of any integer
+    type (not a boolean), else None."""
+    if isinstance(value, (bool, np.bool_)) or not is_concrete(value):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == ():
+        if jnp.issubdtype(value.dtype, jnp.integer):
+            return int(value)
+    return None
+
+
+def to_count(value: Any) -> Any:
+    """A converter for a static count field: an integer scalar of any integer
+    type becomes a Python `int`; anything else is left for `__check_init__`
+    (`check_count`) to refuse."""
+    count = _as_int(value)
+    if count is None and isinstance(value, np.generic):
+        return value.item()  # a NumPy scalar, refused as the Python value it holds
+    return value if count is None else count
+
+
+def check_count(
+    value: object, name: str, *, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """`value` as a Python `int`, unless it is not an integer scalar (of any integer
+    type: Python, NumPy or a zero-dimensional array; not a boolean or a float)
+    in [`minimum`, `maximum`]. Counts are static: they fix shapes and loops."""
+    count = _as_int(value)
+    if count is None or count < minimum or (maximum is not None and count > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}` must be an integer {allowed}, got {value!r}.")
+    return count
 
 
 def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
@@ -67,10 +97,21 @@ def check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
         )
 
 
-def check_time_range(t_min: float, t_max: float = 1.0) -> None:
-    """`0 < t_min < t_max <= 1`, with an error naming the argument at fault."""
-    if not 0 < t_min < 1:
-        raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
+def check_time_range(t_min: float, t_max: float = 1.0, path: object = None) -> None:
+    """`0 <= t_min < t_max <= 1`, with an error naming the argument at fault;
+    `t_min = 0` only where the `path` (an `AbstractGaussianPath`) has
+    sigma(0) > 0, so that its score is finite at the data end."""
+    if not 0 <= t_min < 1:
+        raise ValueError(f"`t_min` must lie in [0, 1), got {t_min}.")
+    if t_min == 0:
+        sigma = getattr(path, "sigma", None)
+        if sigma is None or not (is_concrete(s := sigma(0.0)) and float(s) > 0):
+            name = type(path).__name__ if path is not None else "this sampler"
+            raise ValueError(
+                f"`t_min` must be > 0 on {name}, whose sigma(0) is 0 (the score "
+                "diverges at the data); t_min = 0 is allowed on paths with "
+                "sigma(0) > 0 such as VEPath and EDMPath."
+            )
     if not t_min < t_max <= 1:
         raise ValueError(f"`t_max` must lie in (t_min, 1] = ({t_min}, 1], got {t_max}.")
 
@@ -106,3 +147,61 @@ def check_model(model: Callable, x: Array, *args: Array) -> None:
         raise ValueError(
             f"`model` must return an array shaped like its input {x.shape}, got {got}."
         )
+
+
+def check_start(x: Array, name: str = "x") -> Array:
+    """`x`, unless it is not floating point or holds a NaN or infinity: a
+    starting point (or data point) is checked before any work is done on it."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(
+            f"`{name}` must be a floating-point array, got dtype {x.dtype}; convert "
+            f"it with `{name}.astype(jnp.float32)`."
+        )
+    return check(
+        x,
+        jnp.all(jnp.isfinite(x)),
+        f"`{name}` must be finite, but it holds a NaN or an infinity.",
+    )
+
+
+def check_finite_scalar(value: ArrayLike, name: str) -> Array:
+    """`value` as a floating array, unless it is a NaN or an infinity."""
+    value = jnp.asarray(value, float)
+    shown = value if is_concrete(value) else "a traced value"
+    return check(value, jnp.isfinite(value), f"`{name}` must be finite, got {shown}.")
+
+
+def check_label(
+    label: object,
+    name: str = "label",
+    *,
+    allow_null: bool,
+    num_classes: int | None = None,
+) -> Array:
+    """`label` as an int32 scalar: an integer class in [0, `num_classes`) (or
+    >= 0 when the number of classes is unknown), or, with `allow_null`, -1 or
+    None for no class. Booleans and floats are refused rather than rounded."""
+    if label is None and allow_null:
+        return jnp.asarray(-1, jnp.int32)
+    low = -1 if allow_null else 0
+    classes = "[0, K)" if num_classes is None else f"[0, {num_classes})"
+    allowed = f"an integer class in {classes}" + (
+        " or -1 (or None) for no class" if allow_null else ""
+    )
+    is_integer = not isinstance(label, (bool, np.bool_)) and (
+        isinstance(label, (int, np.integer))
+        or (
+            isinstance(label, (np.ndarray, jax.Array))
+            and label.shape == ()
+            and jnp.issubdtype(label.dtype, jnp.integer)
+        )
+    )
+    if not is_integer:
+        raise ValueError(f"`{name}` must be {allowed}, got {label!r}.")
+    value = jnp.asarray(label, jnp.int32)
+    ok = value >= low
+    if num_classes is not None:
+        ok = ok & (value < num_classes)
+    shown = label if is_concrete(label) else "a traced value"
+    return check(value, ok, f"`{name}` must be {allowed}, got {shown}.")

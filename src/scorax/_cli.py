@@ -99,6 +99,7 @@ def _listed(item: Callable[[str], Any]) -> Callable[[str], tuple]:
 _count = _parsed(int, lambda n: n >= 1, "an integer >= 1")
 _rate = _parsed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _weight = _parsed(float, lambda w: math.isfinite(w) and w >= 0, "finite and >= 0")
+_folder = _parsed(str, bool, "a folder name, not empty")
 _sampler = _parsed(
     str, sampler_table().__contains__, f"one of {', '.join(sampler_table())}"
 )
@@ -152,7 +153,7 @@ VALUED = (
     ("--samples", _count, "N", "samples drawn per sampler"),
     ("--sampler-steps", _count, "N", "steps of every sampler (default: see below)"),
     ("--seed", int, "N", "PRNG seed"),
-    ("--output", str, "DIR", "output folder (created if missing)"),
+    ("--output", _folder, "DIR", "output folder (created if missing)"),
 )
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import pathlib
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -398,6 +399,23 @@ def _write_summary(output: pathlib.Path, summary: dict[str, Any]) -> None:
         file.write("\n")
 
 
+def _writable_folder(name: str) -> pathlib.Path:
+    """The output folder, created if missing, once a file can be written in it:
+    checked before any work, so that nothing trained is lost to a bad path."""
+    if not name:
+        raise ValueError("`--output` must name a folder, got an empty string.")
+    output = pathlib.Path(name)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"`--output` {name!r} is not a folder scorax can write to: {error}"
+        ) from error
+    return output
+
+
 def run_demo(options: DemoOptions) -> dict[str, Any]:
     """Run the demo with `options` and return the summary it writes."""
     from . import __version__, _cli_plots
@@ -406,8 +424,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     if options.plots:  # fail before training, not after, if matplotlib is missing
         _cli_plots.pyplot()
     log = _Log(options.quiet)
-    output = pathlib.Path(options.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = _writable_folder(options.output)
     path = PATHS[options.path]()
     keys = jr.split(jr.key(options.seed), 4)
     data_key, train_key, sample_key, metric_key = keys

@@ -3,7 +3,7 @@
 from typing import TypeAlias
 
 import numpy as np
-from jaxtyping import Array, Float, Real
+from jaxtyping import Array, Float, Integer, Real
 
 
 RealScalarLike: TypeAlias = float | int | Real[Array, ""] | Real[np.ndarray, ""]
@@ -11,3 +11,9 @@ RealScalarLike: TypeAlias = float | int | Real[Array, ""] | Real[np.ndarray, ""]
 
 FloatScalar: TypeAlias = Float[Array, ""]
 """A floating-point zero-dimensional JAX array."""
+
+IntScalarLike: TypeAlias = (
+    int | np.integer | Integer[Array, ""] | Integer[np.ndarray, ""]
+)
+"""An integer scalar: a Python or NumPy integer, or a zero-dimensional integer
+JAX or NumPy array (a count is read as a Python `int`; booleans are refused)."""

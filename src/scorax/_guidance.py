@@ -15,7 +15,14 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from ._custom_types import FloatScalar, RealScalarLike
+from ._checks import (
+    check,
+    check_count,
+    check_finite_scalar,
+    check_label,
+    check_start,
+)
+from ._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 from ._parameterisation import (
     AbstractParameterisation,
     convert,
@@ -44,7 +51,7 @@ class _ClassifierFree(eqx.Module):
 
 def classifier_free_guidance(
     model: Callable[..., Array],
-    label: Int[ArrayLike, ""],
+    label: Int[ArrayLike, ""] | None,
     *,
     weight: RealScalarLike,
 ) -> Callable[[Array, Array], Array]:
@@ -65,8 +72,10 @@ def classifier_free_guidance(
 
     - `model`: called as `model(x, t, y)`, e.g. a [`ScoreMLP`][scorax.ScoreMLP]
       or [`UNet`][scorax.UNet] built with `num_classes`.
-    - `label`: the class $y \ge 0$ (or $-1$ for the unconditional model).
-    - `weight`: $w$; may be traced, e.g. `jax.vmap` over several weights.
+    - `label`: the class $y$, an integer in $[0, K)$ where the model says its
+      number of classes $K$ (`num_classes`, as scorax's models and
+      `ExactModel` do), or $-1$ (or `None`) for the unconditional model.
+    - `weight`: $w$, finite; may be traced, e.g. `jax.vmap` over several weights.
 
     **Returns:**
 
@@ -74,9 +83,10 @@ def classifier_free_guidance(
     (jit- and vmap-friendly). Each call evaluates the network once on a batch of
     two, the class and the null label.
     """
-    return _ClassifierFree(
-        model, jnp.asarray(label, jnp.int32), jnp.asarray(weight, float)
+    label = check_label(
+        label, allow_null=True, num_classes=getattr(model, "num_classes", None)
     )
+    return _ClassifierFree(model, label, check_finite_scalar(weight, "weight"))
 
 
 class _LikelihoodGuided(eqx.Module):
@@ -137,8 +147,8 @@ def posterior_guidance(
     - `log_likelihood`: `log_likelihood(x_t, t) -> scalar`, differentiable in
       `x_t`.
     - `path`: the Gaussian path the model was trained on.
-    - `scale`: a factor $s$ on the likelihood term (1: Bayes' rule; may be
-      traced).
+    - `scale`: a finite factor $s$ on the likelihood term (1: Bayes' rule; may
+      be traced).
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
 
     **Returns:**
@@ -146,7 +156,11 @@ def posterior_guidance(
     The guided model `guided(x, t)`, in the model's parameterisation.
     """
     return _LikelihoodGuided(
-        model, log_likelihood, jnp.asarray(scale, float), path, parameterisation
+        model,
+        log_likelihood,
+        check_finite_scalar(scale, "scale"),
+        path,
+        parameterisation,
     )
 
 
@@ -166,6 +180,7 @@ def classifier_guidance(
     path: AbstractGaussianPath,
     scale: RealScalarLike = 1.0,
     parameterisation: AbstractParameterisation = NoisePrediction(),
+    num_classes: IntScalarLike | None = None,
 ) -> Callable[[Array, Array], Array]:
     r"""Classifier guidance (Dhariwal & Nichol 2021; Song et al. 2021): add the
     gradient of a noise-conditional classifier's log-probability of class $y$,
@@ -183,10 +198,12 @@ def classifier_guidance(
     - `model`: called as `model(x_t, t)`, predicting `parameterisation`.
     - `log_classifier`: `log_classifier(x_t, t, y) -> scalar`, the log-probability
       of class `y`, e.g. `mixture.marginal(path, t).log_class_posterior(x)[y]`.
-    - `label`: the class $y$.
+    - `label`: the class $y$, an integer $\ge 0$ (and $< K$ with `num_classes`).
     - `path`: the Gaussian path the model was trained on.
-    - `scale`: $s$; default 1.
+    - `scale`: $s$, finite; default 1.
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
+    - `num_classes`: the classifier's number of classes $K$, to check `label`
+      against; default `None` (the classifier cannot say it).
 
     **Returns:**
 
@@ -194,7 +211,16 @@ def classifier_guidance(
     """
     return posterior_guidance(
         model,
-        _ClassLikelihood(log_classifier, jnp.asarray(label, jnp.int32)),
+        _ClassLikelihood(
+            log_classifier,
+            check_label(
+                label,
+                allow_null=False,
+                num_classes=None
+                if num_classes is None
+                else check_count(num_classes, "num_classes"),
+            ),
+        ),
         path=path,
         scale=scale,
         parameterisation=parameterisation,
@@ -283,6 +309,13 @@ def inpaint(
             f"`known` and `mask` must be shaped like `x` {x.shape}, got "
             f"{known.shape} and {mask.shape}."
         )
+    x = check_start(x)
+    known = check(
+        known,
+        jnp.all(jnp.isfinite(known) | ~mask),
+        "`known` must be finite where `mask` is true, but it holds a NaN or an "
+        "infinity there.",
+    )
     replacement_key, sampler_key = jr.split(key)
     result = sampler(
         _Replacing(model, path, known, mask, replacement_key), x, sampler_key

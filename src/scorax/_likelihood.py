@@ -10,8 +10,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_count, check_finite, check_model, check_time_range
-from ._custom_types import FloatScalar
+from ._checks import (
+    check_count,
+    check_finite,
+    check_model,
+    check_start,
+    check_time_range,
+)
+from ._custom_types import FloatScalar, IntScalarLike
 from ._parameterisation import (
     AbstractParameterisation,
     NoisePrediction,
@@ -59,7 +65,7 @@ def log_likelihood(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray | None = None,
-    num_probes: int = 1,
+    num_probes: IntScalarLike = 1,
     probe: Probe = "rademacher",
     chunk_size: int | None = None,
     solver: dfx.AbstractSolver = dfx.Tsit5(),
@@ -130,9 +136,10 @@ def log_likelihood(
 
     A [`LikelihoodResult`][scorax.LikelihoodResult].
     """
-    check_time_range(t_min, t_max)
+    check_time_range(t_min, t_max, path)
     check_solver_options(solver, num_steps, max_steps)
-    check_count(num_probes, "num_probes")
+    num_probes = check_count(num_probes, "num_probes")
+    x = check_start(x)
     check_model(model, x, jnp.asarray(t_min, x.dtype))
 
     def velocity(t, y):
@@ -193,7 +200,7 @@ def bits_per_dim(
     log_likelihood: FloatScalar,
     x: Float[Array, "*shape"],
     *,
-    num_bins: int | None = 256,
+    num_bins: IntScalarLike | None = 256,
     data_width: float = 1.0,
 ) -> FloatScalar:
     r"""Convert a log-likelihood in nats to bits per dimension.
@@ -224,7 +231,7 @@ def bits_per_dim(
     - `data_width`: $w > 0$; default 1.
     """
     if num_bins is not None:
-        check_count(num_bins, "num_bins")
+        num_bins = check_count(num_bins, "num_bins")
     if not data_width > 0:
         raise ValueError(f"`data_width` must be > 0, got {data_width}.")
     nats = -log_likelihood / x.size

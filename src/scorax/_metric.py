@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_count, check_positive
-from ._custom_types import FloatScalar, RealScalarLike
+from ._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 from ._mixture import GaussianMixture
 from ._parameterisation import (
     AbstractParameterisation,
@@ -47,7 +47,7 @@ def fisher_divergence_by_time(
     times: Float[Array, " num_times"],
     *,
     key: PRNGKeyArray,
-    num_samples: int,
+    num_samples: IntScalarLike,
     parameterisation: AbstractParameterisation = NoisePrediction(),
 ) -> tuple[Float[Array, " num_times"], Float[Array, " num_times"]]:
     r"""How well a time-conditional model has learned the score of diffused data,
@@ -98,7 +98,7 @@ def fisher_divergence_by_time(
         )
         ```
     """
-    check_count(num_samples, "num_samples")
+    num_samples = check_count(num_samples, "num_samples")
     times = times.astype(mixture.means.dtype)
 
     def at(t: Array, key: PRNGKeyArray) -> tuple[Array, Array]:
@@ -127,7 +127,7 @@ def sliced_wasserstein(
     y: Float[Array, "m d"],
     *,
     key: PRNGKeyArray,
-    num_projections: int = 128,
+    num_projections: IntScalarLike = 128,
 ) -> FloatScalar:
     r"""The sliced 2-Wasserstein distance between two samples (Rabin et al. 2011;
     Bonneel et al. 2015),
@@ -141,7 +141,7 @@ def sliced_wasserstein(
     linear interpolation). Between two samples of the same law it is not zero but
     of order $n^{-1/2}$: compare against that noise floor.
     """
-    check_count(num_projections, "num_projections")
+    num_projections = check_count(num_projections, "num_projections")
     if x.shape[1] != y.shape[1]:
         raise ValueError(
             f"`x` and `y` must have the same dimension, got {x.shape} and {y.shape}."

@@ -9,8 +9,15 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, DTypeLike, Float, PRNGKeyArray
 
-from ._checks import check, check_count, check_positive, check_time, is_concrete
-from ._custom_types import FloatScalar, RealScalarLike
+from ._checks import (
+    check,
+    check_count,
+    check_positive,
+    check_time,
+    is_concrete,
+    to_count,
+)
+from ._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 
 
 def _as_float(t: RealScalarLike) -> FloatScalar:
@@ -623,7 +630,7 @@ class DDPMSchedule(eqx.Module):
       \beta_\text{max} < N$ (so every $\beta_i < 1$).
     """
 
-    num_steps: int = eqx.field(default=1000, static=True)
+    num_steps: int = eqx.field(default=1000, static=True, converter=to_count)
     beta_min: RealScalarLike = 0.1
     beta_max: RealScalarLike = 20.0
 
@@ -668,7 +675,7 @@ def geometric_sigmas(
     *,
     sigma_min: RealScalarLike = 0.01,
     sigma_max: RealScalarLike = 1.0,
-    num_levels: int = 10,
+    num_levels: IntScalarLike = 10,
     dtype: DTypeLike | None = None,
 ) -> Float[Array, " num_levels"]:
     r"""The NCSN noise levels $\sigma_1 > \sigma_2 > \dots > \sigma_L$, a geometric
@@ -687,7 +694,7 @@ def geometric_sigmas(
     - `num_levels`: $L \ge 2$.
     - `dtype`: the floating dtype of the result (default: JAX's default float).
     """
-    check_count(num_levels, "num_levels", minimum=2)
+    num_levels = check_count(num_levels, "num_levels", minimum=2)
     path = VEPath(sigma_min=sigma_min, sigma_max=sigma_max)
     dtype = jnp.result_type(float) if dtype is None else dtype
     return jax.vmap(path.sigma)(jnp.linspace(1.0, 0.0, num_levels, dtype=dtype))

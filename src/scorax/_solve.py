@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 
 from ._checks import check_count
+from ._custom_types import IntScalarLike
 
 
 def evaluations_per_step(solver: dfx.AbstractSolver) -> tuple[int, int]:
@@ -41,11 +42,11 @@ def evaluations_per_step(solver: dfx.AbstractSolver) -> tuple[int, int]:
 
 
 def check_solver_options(
-    solver: dfx.AbstractSolver, num_steps: int, max_steps: int
+    solver: dfx.AbstractSolver, num_steps: IntScalarLike, max_steps: IntScalarLike
 ) -> None:
     evaluations_per_step(solver)
-    check_count(num_steps, "num_steps")
-    check_count(max_steps, "max_steps")
+    num_steps = check_count(num_steps, "num_steps")
+    max_steps = check_count(max_steps, "max_steps")
 
 
 def brownian_motion(

@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, DTypeLike, Float, PRNGKeyArray
 
 from ._checks import check_choice, check_count
-from ._custom_types import FloatScalar
+from ._custom_types import FloatScalar, IntScalarLike
 
 
 Probe: TypeAlias = Literal["gaussian", "rademacher", "sphere"]
@@ -49,11 +49,14 @@ def quadratic_forms(
 
 
 def value_and_exact_trace(
-    fn: VectorField, x: Float[Array, "*shape"], *, chunk_size: int | None = None
+    fn: VectorField,
+    x: Float[Array, "*shape"],
+    *,
+    chunk_size: IntScalarLike | None = None,
 ) -> tuple[Float[Array, "*shape"], FloatScalar]:
     """`fn(x)` and the trace of its Jacobian, sharing one linearisation."""
     if chunk_size is not None:
-        check_count(chunk_size, "chunk_size")
+        chunk_size = check_count(chunk_size, "chunk_size")
     value, jvp = jax.linearize(fn, x)
     dim = x.size
 
@@ -74,11 +77,11 @@ def value_and_hutchinson_trace(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray,
-    num_probes: int = 1,
+    num_probes: IntScalarLike = 1,
     probe: Probe = "rademacher",
 ) -> tuple[Float[Array, "*shape"], FloatScalar, FloatScalar]:
     """`fn(x)`, Hutchinson's estimate of the trace and its standard error."""
-    check_count(num_probes, "num_probes")
+    num_probes = check_count(num_probes, "num_probes")
     value, jvp = jax.linearize(fn, x)
     probes = sample_probes(key, x.shape, num_probes, probe, x.dtype)
     samples = quadratic_forms(jvp, probes)

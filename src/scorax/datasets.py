@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._checks import check_count
+from ._custom_types import IntScalarLike
 from ._mixture import GaussianMixture
 
 
@@ -36,7 +37,7 @@ def _check_noise(noise: float) -> None:
 
 
 def two_moons(
-    num: int, *, key: PRNGKeyArray, noise: float = 0.05, labels: bool = False
+    num: IntScalarLike, *, key: PRNGKeyArray, noise: float = 0.05, labels: bool = False
 ) -> Float[Array, "num 2"] | tuple[Float[Array, "num 2"], Int[Array, " num"]]:
     r"""Two interleaved half circles (as scikit-learn's `make_moons`), plus
     Gaussian noise of standard deviation `noise`, shifted by $(-\tfrac12, -\tfrac14)$
@@ -47,7 +48,7 @@ def two_moons(
     With `labels=True`, returns `(points, labels)`: label 0 for the upper moon
     and 1 for the lower one, each with probability one half.
     """
-    check_count(num, "num")
+    num = check_count(num, "num")
     _check_noise(noise)
     angle_key, side_key, noise_key = jr.split(key, 3)
     angle = jnp.pi * jr.uniform(angle_key, (num,))
@@ -60,12 +61,12 @@ def two_moons(
 
 
 def swiss_roll(
-    num: int, *, key: PRNGKeyArray, noise: float = 0.05
+    num: IntScalarLike, *, key: PRNGKeyArray, noise: float = 0.05
 ) -> Float[Array, "num 2"]:
     r"""The 2-D Swiss roll: $r(\cos r, \sin r)$ for $r = \tfrac{3\pi}{2}(1 + 2u)$,
     $u \sim \mathcal{U}[0, 1]$, divided by 7, plus Gaussian noise of standard
     deviation `noise`: mean about $(0.29, 0.03)$, variances about $(0.90, 0.99)$."""
-    check_count(num, "num")
+    num = check_count(num, "num")
     _check_noise(noise)
     radius_key, noise_key = jr.split(key)
     r = 1.5 * jnp.pi * (1 + 2 * jr.uniform(radius_key, (num,)))
@@ -73,10 +74,10 @@ def swiss_roll(
     return points + noise * jr.normal(noise_key, (num, 2))
 
 
-def checkerboard(num: int, *, key: PRNGKeyArray) -> Float[Array, "num 2"]:
+def checkerboard(num: IntScalarLike, *, key: PRNGKeyArray) -> Float[Array, "num 2"]:
     r"""Uniform on the 8 black squares of a 4x4 checkerboard on $[-2, 2]^2$, scaled
     by $\sqrt{3}/2$ so each coordinate has unit variance."""
-    check_count(num, "num")
+    num = check_count(num, "num")
     cell_key, offset_key = jr.split(key)
     cell = jr.randint(cell_key, (num,), 0, 8)
     row = cell // 2
@@ -87,7 +88,7 @@ def checkerboard(num: int, *, key: PRNGKeyArray) -> Float[Array, "num 2"]:
 
 
 def rings(
-    num: int,
+    num: IntScalarLike,
     *,
     key: PRNGKeyArray,
     radii: tuple[float, ...] = (0.5, 1.0, 1.5),
@@ -96,7 +97,7 @@ def rings(
     r"""Concentric circles of the given `radii`, each drawn with equal probability,
     plus Gaussian noise of standard deviation `noise`. With the default radii
     each coordinate has variance $\tfrac12 \cdot \tfrac{0.25 + 1 + 2.25}{3} \approx 0.58$."""
-    check_count(num, "num")
+    num = check_count(num, "num")
     _check_noise(noise)
     if not radii or not all(r > 0 for r in radii):
         raise ValueError(

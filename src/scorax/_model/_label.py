@@ -6,6 +6,7 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import check, check_count
+from .._custom_types import IntScalarLike
 
 
 class LabelEmbedding(eqx.Module):
@@ -15,8 +16,8 @@ class LabelEmbedding(eqx.Module):
     num_classes: int = eqx.field(static=True)
     weight: Float[Array, "classes_plus_one dim"]
 
-    def __init__(self, num_classes: int, dim: int, *, key: PRNGKeyArray):
-        check_count(num_classes, "num_classes")
+    def __init__(self, num_classes: IntScalarLike, dim: int, *, key: PRNGKeyArray):
+        num_classes = check_count(num_classes, "num_classes")
         self.num_classes = num_classes
         self.weight = jr.normal(key, (num_classes + 1, dim))
 

@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import check_count
-from .._custom_types import FloatScalar, RealScalarLike
+from .._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 from ._label import LabelEmbedding, unconditional
 
 
@@ -35,9 +35,13 @@ class GaussianFourierFeatures(eqx.Module):
     frequencies: Float[Array, " half"]
 
     def __init__(
-        self, num_features: int = 32, *, scale: float = 16.0, key: PRNGKeyArray
+        self,
+        num_features: IntScalarLike = 32,
+        *,
+        scale: float = 16.0,
+        key: PRNGKeyArray,
     ):
-        check_count(num_features, "num_features")
+        num_features = check_count(num_features, "num_features")
         if num_features % 2:
             raise ValueError(f"`num_features` must be even, got {num_features}.")
         if not scale > 0:
@@ -85,16 +89,16 @@ class ScoreMLP(eqx.Module):
         self,
         shape: tuple[int, ...],
         *,
-        width: int = 128,
-        depth: int = 3,
+        width: IntScalarLike = 128,
+        depth: IntScalarLike = 3,
         num_time_features: int = 32,
         time_scale: float = 16.0,
         activation: Callable[[Array], Array] = jax.nn.silu,
         num_classes: int | None = None,
         key: PRNGKeyArray,
     ):
-        check_count(width, "width")
-        check_count(depth, "depth")
+        width = check_count(width, "width")
+        depth = check_count(depth, "depth")
         size = _size(shape)
         time_key, mlp_key = jr.split(key)
         self.shape = tuple(shape)
@@ -116,6 +120,13 @@ class ScoreMLP(eqx.Module):
             depth,
             activation=activation,
             key=mlp_key,
+        )
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes $K$ of a class-conditional model, else `None`."""
+        return (
+            None if self.label_embedding is None else self.label_embedding.num_classes
         )
 
     def __call__(
@@ -161,13 +172,13 @@ class EnergyMLP(eqx.Module):
         self,
         shape: tuple[int, ...],
         *,
-        width: int = 128,
-        depth: int = 3,
+        width: IntScalarLike = 128,
+        depth: IntScalarLike = 3,
         activation: Callable[[Array], Array] = jax.nn.silu,
         key: PRNGKeyArray,
     ):
-        check_count(width, "width")
-        check_count(depth, "depth")
+        width = check_count(width, "width")
+        depth = check_count(depth, "depth")
         self.shape = tuple(shape)
         self.mlp = eqx.nn.MLP(
             _size(shape), "scalar", width, depth, activation=activation, key=key

@@ -213,6 +213,13 @@ class UNet(eqx.Module):
             else LabelEmbedding(num_classes, time_dim, key=jr.fold_in(key, 1))
         )
 
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes $K$ of a class-conditional model, else `None`."""
+        return (
+            None if self.label_embedding is None else self.label_embedding.num_classes
+        )
+
     def __call__(
         self,
         x: Float[Array, "*shape"],

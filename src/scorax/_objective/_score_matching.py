@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check, check_choice, check_count, check_positive
-from .._custom_types import FloatScalar, RealScalarLike
+from .._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 from .._trace import (
     Probe,
     PROBES,
@@ -78,7 +78,7 @@ def kde_score(
     data: Float[Array, "n d"],
     *,
     bandwidth: RealScalarLike | Literal["scott", "silverman"],
-    chunk_size: int = 4096,
+    chunk_size: IntScalarLike = 4096,
 ) -> Float[Array, " d"]:
     r"""The score of a Gaussian kernel density estimate, the practical target of
     explicit score matching.
@@ -108,7 +108,7 @@ def kde_score(
 
     $\nabla_x \log \hat p(x)$, shape `(d,)`.
     """
-    check_count(chunk_size, "chunk_size")
+    chunk_size = check_count(chunk_size, "chunk_size")
     dtype = jnp.result_type(x, data)
     x, data = x.astype(dtype), data.astype(dtype)
     h = _bandwidth(data, bandwidth)
@@ -179,7 +179,7 @@ def sliced_score_matching(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray,
-    num_projections: int = 1,
+    num_projections: IntScalarLike = 1,
     projection: Probe = "gaussian",
     variance_reduction: bool = False,
 ) -> FloatScalar:
@@ -205,7 +205,7 @@ def sliced_score_matching(
       `"rademacher"` or `"sphere"` (uniform on the sphere of radius $\sqrt d$).
     - `variance_reduction`: use SSM-VR.
     """
-    check_count(num_projections, "num_projections")
+    num_projections = check_count(num_projections, "num_projections")
     check_choice(projection, "projection", PROBES)
     score, jvp = jax.linearize(score_fn, x)
     v = sample_probes(key, x.shape, num_projections, projection, x.dtype)

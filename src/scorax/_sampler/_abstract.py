@@ -43,7 +43,7 @@ class Problem(eqx.Module):
                     f"t_min={self.t_min}, t_max={self.t_max}."
                 )
         elif self.path is not None:
-            check_time_range(self.t_min, self.t_max)
+            check_time_range(self.t_min, self.t_max, self.path)
 
     @property
     def model_path(self) -> AbstractGaussianPath:

@@ -11,6 +11,7 @@ import diffrax as dfx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_choice, check_count, check_time_range, is_concrete
+from .._custom_types import IntScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule, VPPath
 from ._abstract import AbstractSampler, Problem
@@ -214,7 +215,7 @@ def get_sampler(
     name: str,
     path: AbstractGaussianPath,
     *,
-    num_steps: int | None = None,
+    num_steps: IntScalarLike | None = None,
     parameterisation: AbstractParameterisation = NoisePrediction(),
     t_min: float = 1e-3,
     t_max: float | None = None,
@@ -300,9 +301,9 @@ def get_sampler(
     check_choice(name, "name", tuple(_SAMPLERS))
     entry = _SAMPLERS[name]
     if num_steps is not None:
-        check_count(num_steps, "num_steps")
+        num_steps = check_count(num_steps, "num_steps")
     on_schedule = isinstance(entry.sampler, (DDIM, DDPM))
-    if on_schedule and (t_min, t_max) != (1e-3, None):
+    if on_schedule and (t_min != 1e-3 or t_max not in (None, 1.0)):
         raise ValueError(
             f"`t_min`, `t_max`: the {name} sampler runs over the DDPM schedule's own "
             f"times; leave them at their defaults, got t_min={t_min}, t_max={t_max}."
@@ -311,7 +312,7 @@ def get_sampler(
         alpha_one = path.alpha(1.0)
         vanishes = is_concrete(alpha_one) and not float(alpha_one) > 0
         t_max = T_MAX_ALPHA_ZERO if vanishes else 1.0
-    check_time_range(t_min, t_max)
+    check_time_range(t_min, t_max, path)
     steps = num_steps or entry.num_steps or _ADAPTIVE_FIRST_STEPS
     settings = _Settings(
         path,

@@ -7,7 +7,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_choice, check_count, is_concrete
-from .._custom_types import RealScalarLike
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
 from .._predict import Model
@@ -193,7 +193,7 @@ def ddim_sample(
     schedule: DDPMSchedule,
     x: Float[Array, "*shape"],
     *,
-    num_steps: int | None = None,
+    num_steps: IntScalarLike | None = None,
     eta: RealScalarLike = 0.0,
     key: PRNGKeyArray | None = None,
     parameterisation: AbstractParameterisation = NoisePrediction(),
@@ -239,7 +239,7 @@ def ddim_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= S$.
     """
     num_steps = schedule.num_steps if num_steps is None else num_steps
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     sampler = DDIM(eta)
     if key is None and not (is_concrete(eta) and float(eta) == 0):
         raise ValueError("`key` is required when `eta` > 0 (DDIM adds noise).")

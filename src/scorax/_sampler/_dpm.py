@@ -1,11 +1,12 @@
 r"""DPM-Solver (Lu et al. 2022a): single-step exponential integrators of order 1,
 2 or 3 for the probability-flow ODE, with the model read as noise."""
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_count
-from .._custom_types import RealScalarLike
+from .._checks import check_count, to_count
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
@@ -21,13 +22,12 @@ class DPMSolver(AbstractExponentialSampler[Array]):
 
     name = "dpm_solver_sample"
 
-    order: int = 3
+    order: int = eqx.field(default=3, converter=to_count)
     spacing: Spacing = "log_snr"
     rho: RealScalarLike = 7.0
 
     def __check_init__(self):
-        if self.order not in (1, 2, 3) or isinstance(self.order, bool):
-            raise ValueError(f"`order` must be one of 1, 2, 3, got {self.order!r}.")
+        check_count(self.order, "order", maximum=3)
 
     def evaluations(self, num_steps: int) -> int:
         return self.order * num_steps
@@ -84,8 +84,8 @@ def dpm_solver_sample(
     path: AbstractGaussianPath | DDPMSchedule,
     x: Float[Array, "*shape"],
     *,
-    num_steps: int = 10,
-    order: int = 3,
+    num_steps: IntScalarLike = 10,
+    order: IntScalarLike = 3,
     spacing: Spacing = "log_snr",
     rho: RealScalarLike = 7.0,
     t_min: float = 1e-3,
@@ -163,7 +163,7 @@ def dpm_solver_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $=$ `order`
     $\times$ `num_steps` (+1 with `denoise`).
     """
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     sampler = DPMSolver(order=order, spacing=spacing, rho=rho)
     problem = Problem(model, path, parameterisation, t_min, t_max)
     return run(

@@ -4,14 +4,15 @@ model read as data, one evaluation per step, with an optional UniC corrector
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._checks import check, check_choice, check_count
-from .._custom_types import RealScalarLike
+from .._checks import check, check_choice, check_count, to_count
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
@@ -77,7 +78,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
 
     name = "dpm_solver_pp_sample"
 
-    order: int = 2
+    order: int = eqx.field(default=2, converter=to_count)
     stochastic: bool = False
     lower_order_final: bool = True
     corrector: bool = False
@@ -87,8 +88,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
     rho: RealScalarLike = 7.0
 
     def __check_init__(self):
-        if self.order not in (1, 2, 3) or isinstance(self.order, bool):
-            raise ValueError(f"`order` must be one of 1, 2, 3, got {self.order!r}.")
+        check_count(self.order, "order", maximum=3)
         check_choice(self.interpolation, "interpolation", INTERPOLATIONS)
         if self.stochastic and self.order == 3:
             raise ValueError(
@@ -209,8 +209,8 @@ def dpm_solver_pp_sample(
     path: AbstractGaussianPath | DDPMSchedule,
     x: Float[Array, "*shape"],
     *,
-    num_steps: int = 20,
-    order: int = 2,
+    num_steps: IntScalarLike = 20,
+    order: IntScalarLike = 2,
     stochastic: bool = False,
     key: PRNGKeyArray | None = None,
     lower_order_final: bool = True,
@@ -334,7 +334,7 @@ def dpm_solver_pp_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $=$ `num_steps`
     (+1 with `denoise`).
     """
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     if stochastic and key is None:
         raise ValueError("`key` is required when `stochastic=True` (noise is added).")
     sampler = DPMSolverPP(

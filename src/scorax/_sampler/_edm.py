@@ -8,7 +8,7 @@ import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_count, check_log_snr_ends, check_positive, is_concrete
-from .._custom_types import RealScalarLike
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -128,7 +128,7 @@ def edm_sample(
     path: AbstractGaussianPath,
     x: Float[Array, "*shape"],
     *,
-    num_steps: int = 18,
+    num_steps: IntScalarLike = 18,
     rho: RealScalarLike = 7.0,
     t_min: float = 1e-3,
     t_max: float = 1.0,
@@ -196,7 +196,7 @@ def edm_sample(
 
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= 2N - 1$.
     """
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     sampler = EDMHeun(rho, churn, churn_min, churn_max, churn_noise)
     if sampler.stochastic and key is None:
         raise ValueError("`key` is required when `churn` > 0 (the sampler adds noise).")

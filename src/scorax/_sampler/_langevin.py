@@ -2,13 +2,14 @@ r"""Langevin-type samplers: unadjusted Langevin and annealed Langevin (NCSN)."""
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_count, check_model, check_positive, is_concrete
-from .._custom_types import RealScalarLike
+from .._checks import check_count, check_model, check_positive, is_concrete, to_count
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._predict import Model, ScoreFn
 from ._abstract import AbstractSampler, Problem
 from ._loop import run
@@ -77,7 +78,7 @@ class AnnealedLangevin(AbstractSampler[Array]):
 
     sigmas: Float[Array, " num_levels"]
     step_size: RealScalarLike = 2e-5
-    steps_per_level: int = 100
+    steps_per_level: int = eqx.field(default=100, converter=to_count)
 
     def __check_init__(self):
         sigmas = self.sigmas
@@ -133,7 +134,7 @@ def langevin(
     *,
     key: PRNGKeyArray,
     step_size: RealScalarLike,
-    num_steps: int,
+    num_steps: IntScalarLike,
     trajectory: bool = False,
 ) -> SampleResult:
     r"""Unadjusted Langevin dynamics (Roberts & Tweedie 1996; the sampler of Song &
@@ -163,7 +164,7 @@ def langevin(
 
     A [`SampleResult`][scorax.SampleResult] with $x_K$ and `num_evaluations` $= K$.
     """
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     return run(
         Langevin(step_size),
         Problem(score_fn),
@@ -182,7 +183,7 @@ def annealed_langevin(
     *,
     key: PRNGKeyArray,
     step_size: RealScalarLike = 2e-5,
-    steps_per_level: int = 100,
+    steps_per_level: IntScalarLike = 100,
     denoise: bool = True,
     trajectory: bool = False,
 ) -> SampleResult:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_finite
+from .._checks import check_finite, check_start
 from ._abstract import AbstractSampler, Problem
 from ._result import SampleResult
 
@@ -21,11 +21,12 @@ def run(
     trajectory: bool,
 ) -> SampleResult:
     """Sample `problem` from `x` with `num_steps` steps of `sampler`: build its
-    grid, check the model, scan the steps (one key each, split from `key`),
+    grid, check the starting point and the model, scan the steps (one key each, split from `key`),
     optionally denoise at the last grid point, and check the result is finite.
     """
     if denoise and not sampler.can_denoise:
         raise ValueError(f"{sampler.name} has no final denoising step.")
+    x = check_start(x)
     grid = sampler.grid(problem, num_steps, x.dtype)
     sampler.check(problem, x, grid)
     keys = jr.split(jr.key(0) if key is None else key, num_steps)

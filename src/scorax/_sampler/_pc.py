@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_count, check_positive
-from .._custom_types import RealScalarLike
+from .._checks import check_count, check_positive, to_count
+from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -36,7 +36,7 @@ class PredictorCorrector(AbstractSampler[Array]):
     name = "predictor_corrector_sample"
     can_denoise = True
 
-    corrector_steps: int = 1
+    corrector_steps: int = eqx.field(default=1, converter=to_count)
     snr: RealScalarLike = 0.16
     axis_name: str | None = eqx.field(static=True, default=None)
 
@@ -96,8 +96,8 @@ def predictor_corrector_sample(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray,
-    num_steps: int = 1000,
-    corrector_steps: int = 1,
+    num_steps: IntScalarLike = 1000,
+    corrector_steps: IntScalarLike = 1,
     snr: RealScalarLike = 0.16,
     t_min: float = 1e-3,
     t_max: float = 1.0,
@@ -163,7 +163,7 @@ def predictor_corrector_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` is
     $N(1 + \text{corrector\_steps})$, plus one with `denoise`.
     """
-    check_count(num_steps, "num_steps")
+    num_steps = check_count(num_steps, "num_steps")
     return run(
         PredictorCorrector(corrector_steps, snr, axis_name),
         Problem(model, path, parameterisation, t_min, t_max),

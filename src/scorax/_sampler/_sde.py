@@ -7,7 +7,7 @@ import diffrax as dfx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_finite, check_model, check_time_range
+from .._checks import check_finite, check_model, check_start, check_time_range
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -43,8 +43,9 @@ def _integrate_backwards(
     """What the reverse SDE and the probability-flow ODE share: the checks, the
     Diffrax solve in reversed time tau = t_max - t (with Brownian motion when a
     `diffusion` is given), the optional Tweedie step and the finiteness check."""
-    check_time_range(t_min, t_max)
+    check_time_range(t_min, t_max, path)
     check_solver_options(solver, num_steps, max_steps)
+    x = check_start(x)
     check_model(model, x, jnp.asarray(t_max, x.dtype))
     brownian = None
     if diffusion is not None:

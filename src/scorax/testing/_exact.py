@@ -34,6 +34,11 @@ class ExactModel(eqx.Module):
     path: AbstractGaussianPath
     parameterisation: AbstractParameterisation = ScorePrediction()
 
+    @property
+    def num_classes(self) -> int:
+        """The number of classes $K$: the mixture's components."""
+        return self.mixture.weights.shape[0]
+
     def __call__(
         self,
         x: Float[Array, " d"],

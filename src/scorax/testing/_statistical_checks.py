@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Key, PRNGKeyArray
 
 from .._checks import check_count
+from .._custom_types import IntScalarLike
 from .._metric import sliced_wasserstein
 from .._mixture import GaussianMixture
 from .._sampler import SampleResult
@@ -43,7 +44,7 @@ def check_unbiased(
     exact: ArrayLike,
     *,
     key: PRNGKeyArray | None = None,
-    num_trials: int = 1000,
+    num_trials: IntScalarLike = 1000,
     num_standard_errors: float = 5.0,
 ) -> None:
     r"""Check that a stochastic estimator is unbiased and, if it reports its own
@@ -79,7 +80,7 @@ def check_unbiased(
 
     `None`; raises `AssertionError` with a report otherwise.
     """
-    check_count(num_trials, "num_trials")
+    num_trials = check_count(num_trials, "num_trials")
     if num_trials < 2:
         raise ValueError(f"`num_trials` must be >= 2, got {num_trials}.")
     _check_threshold(num_standard_errors)
@@ -165,7 +166,7 @@ def check_objective_minimiser(
     data: Float[Array, " num *shape"],
     *,
     key: PRNGKeyArray | None = None,
-    num_directions: int = 8,
+    num_directions: IntScalarLike = 8,
     num_standard_errors: float = 5.0,
 ) -> None:
     r"""Check that a per-sample objective is minimised by a given model (for a
@@ -210,7 +211,7 @@ def check_objective_minimiser(
 
     `None`; raises `AssertionError` with a report otherwise.
     """
-    check_count(num_directions, "num_directions")
+    num_directions = check_count(num_directions, "num_directions")
     _check_threshold(num_standard_errors)
     data = jnp.asarray(data)
     if data.ndim < 1 or data.shape[0] < 2:
@@ -307,7 +308,7 @@ def check_evaluation_count(
     start: Float[Array, " num *shape"],
     *,
     key: PRNGKeyArray | None = None,
-    num_counted: int = 2,
+    num_counted: IntScalarLike = 2,
 ) -> None:
     r"""Check that a sampler reports the number of model evaluations it made.
 
@@ -335,7 +336,7 @@ def check_evaluation_count(
 
     `None`; raises `AssertionError` with a report otherwise.
     """
-    check_count(num_counted, "num_counted")
+    num_counted = check_count(num_counted, "num_counted")
     name = "scorax.testing.check_evaluation_count"
     calls: list = []
     counted = _counting(model, calls)
@@ -431,8 +432,8 @@ def check_sampler(
     *,
     key: PRNGKeyArray | None = None,
     num_standard_errors: float = 5.0,
-    num_noise_floor: int = 30,
-    num_counted: int = 2,
+    num_noise_floor: IntScalarLike = 30,
+    num_counted: IntScalarLike = 2,
 ) -> None:
     r"""Check a sampler against the exact answer: fed an exact model (e.g.
     [`ExactModel`][scorax.testing.ExactModel] of `target` on a path), its samples
@@ -482,8 +483,8 @@ def check_sampler(
     `None`; raises `AssertionError` with a report otherwise.
     """
     _check_threshold(num_standard_errors)
-    check_count(num_noise_floor, "num_noise_floor", minimum=2)
-    check_count(num_counted, "num_counted", minimum=0)
+    num_noise_floor = check_count(num_noise_floor, "num_noise_floor", minimum=2)
+    num_counted = check_count(num_counted, "num_counted", minimum=0)
     if start.ndim != 2 or start.shape[1] != target.dim or start.shape[0] < 2:
         raise ValueError(
             f"`start` must have shape (n, d) with n >= 2 and d = {target.dim} (the "

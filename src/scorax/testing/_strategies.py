@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 from jaxtyping import DTypeLike
 
 from .._checks import check_count
+from .._custom_types import IntScalarLike
 from .._mixture import GaussianMixture
 from .._parameterisation import (
     AbstractParameterisation,
@@ -144,8 +145,8 @@ def default_dtype() -> np.dtype:
 
 def gaussian_mixtures(
     *,
-    dim: int = 2,
-    num_components: int = 2,
+    dim: IntScalarLike = 2,
+    num_components: IntScalarLike = 2,
     dtype: DTypeLike | None = None,
 ) -> st.SearchStrategy[GaussianMixture]:
     r"""Well-conditioned random [`GaussianMixture`][scorax.GaussianMixture]s.
@@ -164,8 +165,8 @@ def gaussian_mixtures(
     - `dtype`: the floating dtype (default: JAX's default, float64 when
       `jax_enable_x64` is on and float32 otherwise).
     """
-    check_count(dim, "dim")
-    check_count(num_components, "num_components")
+    dim = check_count(dim, "dim")
+    num_components = check_count(num_components, "num_components")
     entries = st.floats(-3.0, 3.0)
     factor_entries = st.floats(-1.5, 1.5)
     logit_entries = st.floats(-1.0, 1.0)

@@ -1,0 +1,320 @@
+"""Bad and edge-case input to the samplers, guidance and the demo, by class: every
+check runs before any work and names the argument; nothing is silently coerced;
+valid input of any integer type or on any path that allows it is accepted."""
+
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import scorax
+import scorax.testing
+
+from .helpers import without_runtime_type_checking
+
+
+MIXTURE = scorax.datasets.gaussian_mixture()
+VP = scorax.VPPath()
+SCHEDULE = scorax.DDPMSchedule(50)
+EXACT = scorax.testing.ExactModel(
+    MIXTURE, VP, parameterisation=scorax.NoisePrediction()
+)
+X = jnp.ones(2)
+KEY = jr.key(0)
+
+
+def _identity(x, t):
+    return x
+
+
+# --------------------------------------------------------------- counts
+
+
+COUNTED = {
+    "dpm_solver_sample": lambda n: scorax.dpm_solver_sample(
+        _identity, VP, X, num_steps=n, order=n
+    ),
+    "dpm_solver_pp_sample": lambda n: scorax.dpm_solver_pp_sample(
+        _identity, VP, X, num_steps=n, order=n
+    ),
+    "edm_sample": lambda n: scorax.edm_sample(_identity, VP, X, num_steps=n),
+    "ddim_sample": lambda n: scorax.ddim_sample(_identity, SCHEDULE, X, num_steps=n),
+    "annealed_langevin": lambda n: scorax.annealed_langevin(
+        _identity, jnp.array([1.0, 0.5]), X, key=KEY, steps_per_level=n
+    ),
+    "predictor_corrector_sample": lambda n: scorax.predictor_corrector_sample(
+        _identity, VP, X, key=KEY, num_steps=n, corrector_steps=n
+    ),
+    "langevin": lambda n: scorax.langevin(
+        lambda x: -x, X, key=KEY, step_size=0.1, num_steps=n
+    ),
+    "get_sampler": lambda n: scorax.get_sampler("dpm2m", VP, num_steps=n)(
+        _identity, X, KEY
+    ),
+    "geometric_sigmas": lambda n: scorax.geometric_sigmas(num_levels=n),
+    "DDPMSchedule": lambda n: scorax.DDPMSchedule(n, beta_min=0.1, beta_max=1.0),
+    "ScoreMLP": lambda n: scorax.ScoreMLP((2,), width=n, depth=n, key=KEY),
+    "two_moons": lambda n: scorax.datasets.two_moons(n, key=KEY),
+    "sliced_wasserstein": lambda n: scorax.sliced_wasserstein(
+        jnp.ones((4, 2)), jnp.zeros((4, 2)), key=KEY, num_projections=n
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTED))
+@pytest.mark.parametrize("kind", [int, np.int64, np.int32, np.uint8])
+def test_counts_of_any_integer_type_are_accepted(name, kind):
+    """A count may be a Python or NumPy integer of any width, as it would come
+    from a configuration file or a NumPy computation."""
+    COUNTED[name](kind(2))
+
+
+@pytest.mark.parametrize("name", sorted(COUNTED))
+@pytest.mark.parametrize("bad", [2.0, True, np.float32(2.0)])
+def test_counts_that_are_not_integers_are_refused(name, bad):
+    """Floats and booleans are refused with the argument's name, never rounded."""
+    with without_runtime_type_checking():
+        with pytest.raises(ValueError, match="must be an integer"):
+            COUNTED[name](bad)
+
+
+# ------------------------------------------------------- starting points
+
+
+STARTED = {
+    "dpm_solver_pp_sample": lambda x: scorax.dpm_solver_pp_sample(EXACT, VP, x),
+    "dpm_solver_sample": lambda x: scorax.dpm_solver_sample(EXACT, VP, x),
+    "edm_sample": lambda x: scorax.edm_sample(EXACT, VP, x, num_steps=3),
+    "ddpm_sample": lambda x: scorax.ddpm_sample(EXACT, SCHEDULE, x, key=KEY),
+    "ddim_sample": lambda x: scorax.ddim_sample(EXACT, SCHEDULE, x, num_steps=3),
+    "predictor_corrector_sample": lambda x: scorax.predictor_corrector_sample(
+        EXACT, VP, x, key=KEY, num_steps=3
+    ),
+    "langevin": lambda x: scorax.langevin(
+        MIXTURE.score, x, key=KEY, step_size=0.1, num_steps=3
+    ),
+    "reverse_sde_sample": lambda x: scorax.reverse_sde_sample(
+        EXACT, VP, x, key=KEY, num_steps=3
+    ),
+    "probability_flow_sample": lambda x: scorax.probability_flow_sample(
+        EXACT, VP, x, num_steps=3
+    ),
+    "log_likelihood": lambda x: scorax.log_likelihood(EXACT, VP, x, num_steps=3),
+    "get_sampler": lambda x: scorax.get_sampler("pc", VP, num_steps=3)(EXACT, x, KEY),
+    "inpaint": lambda x: scorax.inpaint(
+        scorax.get_sampler("dpm2m", VP, num_steps=3),
+        EXACT,
+        VP,
+        x,
+        known=jnp.zeros(2),
+        mask=jnp.array([True, False]),
+        key=KEY,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STARTED))
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_a_non_finite_start_is_named_before_any_work(name, bad):
+    """A NaN or an infinity in `x` is reported as such, not blamed on the model
+    or the step size after the whole solve."""
+    with pytest.raises(ValueError, match="`x` must be finite"):
+        STARTED[name](jnp.array([0.5, bad]))
+
+
+@pytest.mark.parametrize("name", sorted(STARTED))
+def test_an_integer_start_is_named(name):
+    """Integer `x` is refused as not floating point, not blamed on `t_max`,
+    Diffrax's `StepTo` or `jax.random.normal`'s dtype."""
+    with without_runtime_type_checking():
+        with pytest.raises(ValueError, match="`x` must be a floating-point array"):
+            STARTED[name](jnp.array([1, 2]))
+
+
+def test_inpaint_names_a_non_finite_known_entry():
+    """A NaN where `mask` is true is an error; where it is false, `known` is not
+    read."""
+    sampler = scorax.get_sampler("dpm2m", VP, num_steps=3)
+    mask = jnp.array([True, False])
+    with pytest.raises(ValueError, match="`known` must be finite where `mask`"):
+        scorax.inpaint(
+            sampler, EXACT, VP, X, known=jnp.array([jnp.nan, 0.0]), mask=mask, key=KEY
+        )
+    result = scorax.inpaint(
+        sampler, EXACT, VP, X, known=jnp.array([0.5, jnp.nan]), mask=mask, key=KEY
+    )
+    assert bool(jnp.all(jnp.isfinite(result.sample)))
+
+
+# ------------------------------------------------------------ time ranges
+
+
+@pytest.mark.parametrize("path", [scorax.VEPath(), scorax.EDMPath()], ids=repr)
+@pytest.mark.parametrize(
+    "sampler",
+    [scorax.dpm_solver_pp_sample, scorax.dpm_solver_sample, scorax.edm_sample],
+    ids=lambda f: f.__name__,
+)
+def test_t_min_zero_is_accepted_where_sigma_of_zero_is_positive(path, sampler):
+    """On paths whose sigma(0) > 0 the data end itself is a finite noise level:
+    t_min = 0 is valid there, and the sampler ends on the data."""
+    model = scorax.testing.ExactModel(
+        MIXTURE, path, parameterisation=scorax.NoisePrediction()
+    )
+    x = path.prior_sample(key=KEY, shape=(2,))
+    result = sampler(model, path, x, num_steps=4, t_min=0.0)
+    assert bool(jnp.all(jnp.isfinite(result.sample)))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: scorax.dpm_solver_pp_sample(EXACT, VP, X, t_min=0.0),
+        lambda: scorax.edm_sample(EXACT, VP, X, t_min=0.0),
+        lambda: scorax.predictor_corrector_sample(EXACT, VP, X, key=KEY, t_min=0.0),
+        lambda: scorax.probability_flow_sample(EXACT, VP, X, t_min=0.0),
+        lambda: scorax.log_likelihood(EXACT, VP, X, t_min=0.0),
+        lambda: scorax.get_sampler("dpm2m", VP, t_min=0.0),
+    ],
+)
+def test_t_min_zero_is_refused_where_sigma_of_zero_is_zero(call):
+    with pytest.raises(ValueError, match="`t_min` must be > 0 on VPPath"):
+        call()
+
+
+def test_ddim_by_name_accepts_the_default_t_max_spelled_out():
+    """`t_max=1.0` is the default's meaning on the DDPM schedule."""
+    sampler = scorax.get_sampler("ddim", VP, num_steps=3, t_max=1.0)
+    assert int(sampler(EXACT, X, KEY).num_evaluations) == 3
+    with pytest.raises(ValueError, match="`t_min`, `t_max`"):
+        scorax.get_sampler("ddim", VP, t_max=0.5)
+
+
+# --------------------------------------------------------- sampler settings
+
+
+def test_get_sampler_checks_the_sampler_settings_when_it_builds_it():
+    with pytest.raises(ValueError, match="`data_std` must be finite and >= 0"):
+        scorax.get_sampler("dpm3m-time", VP, data_std=-1.0)
+    with pytest.raises(ValueError, match="`data_std` must be finite and >= 0"):
+        scorax.get_sampler("dpm3m-time", VP, data_std=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"stochastic": True, "order": 3}, "`order` must be 1 or 2"),
+        ({"stochastic": True, "corrector": True}, "`corrector` must be False"),
+        ({"stochastic": True, "data_std": 1.0}, "`data_std` must be None"),
+        ({"order": 4}, r"`order` must be an integer in \[1, 3\]"),
+        ({"interpolation": "cubic"}, "`interpolation` must be one of"),
+        ({"spacing": "uniform"}, "`spacing` must be one of"),
+        ({"rho": 0.0}, "`rho` must be finite and > 0"),
+    ],
+)
+def test_invalid_solver_combinations_cannot_be_built(options, match):
+    with without_runtime_type_checking():
+        with pytest.raises(ValueError, match=match):
+            scorax.dpm_solver_pp_sample(EXACT, VP, X, key=KEY, **options)
+
+
+# ---------------------------------------------------------------- guidance
+
+
+CONDITIONAL = scorax.ScoreMLP((2,), width=8, depth=1, num_classes=3, key=KEY)
+
+
+@pytest.mark.parametrize(
+    "label, match",
+    [
+        (1.7, "must be an integer class"),
+        (True, "must be an integer class"),
+        (3, r"in \[0, 3\)"),
+        (-2, r"in \[0, 3\)"),
+        (jnp.array(1.0), "must be an integer class"),
+    ],
+)
+def test_classifier_free_guidance_refuses_a_label_that_is_not_a_class(label, match):
+    """A label is an integer class of the model (or -1/None): never rounded from
+    a float or a boolean, and checked against the model's classes when built."""
+    with without_runtime_type_checking():
+        with pytest.raises(ValueError, match=match):
+            scorax.classifier_free_guidance(CONDITIONAL, label, weight=1.0)
+
+
+@pytest.mark.parametrize("label", [0, 2, -1, None, np.int64(1), jnp.array(2)])
+def test_classifier_free_guidance_accepts_every_class_and_the_null_label(label):
+    guided = scorax.classifier_free_guidance(CONDITIONAL, label, weight=1.0)
+    assert guided(X, 0.5).shape == X.shape
+
+
+def test_exact_model_reports_its_classes_to_guidance():
+    assert EXACT.num_classes == MIXTURE.weights.shape[0]
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+        scorax.classifier_free_guidance(EXACT, 2, weight=1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_guidance_weights_and_scales_must_be_finite(bad):
+    def log_likelihood(x, t):
+        return -jnp.sum(x**2)
+
+    def log_classifier(x, t, y):
+        return MIXTURE.marginal(VP, t).log_class_posterior(x)[y]
+
+    with pytest.raises(ValueError, match="`weight` must be finite"):
+        scorax.classifier_free_guidance(CONDITIONAL, 0, weight=bad)
+    with pytest.raises(ValueError, match="`scale` must be finite"):
+        scorax.posterior_guidance(EXACT, log_likelihood, path=VP, scale=bad)
+    with pytest.raises(ValueError, match="`scale` must be finite"):
+        scorax.classifier_guidance(EXACT, log_classifier, 0, path=VP, scale=bad)
+
+
+def test_classifier_guidance_checks_the_label_against_the_classes():
+    def log_classifier(x, t, y):
+        return MIXTURE.marginal(VP, t).log_class_posterior(x)[y]
+
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+        scorax.classifier_guidance(EXACT, log_classifier, 2, path=VP, num_classes=2)
+    with pytest.raises(ValueError, match=r"in \[0, K\)"):
+        scorax.classifier_guidance(EXACT, log_classifier, -1, path=VP)
+    guided = scorax.classifier_guidance(
+        EXACT, log_classifier, 1, path=VP, num_classes=2
+    )
+    assert guided(X, 0.5).shape == X.shape
+
+
+# -------------------------------------------------------------------- demo
+
+
+@pytest.mark.parametrize(
+    "output, status",
+    [("", 2), ("{file}/below", 1)],
+)
+def test_demo_checks_its_output_folder_before_any_work(tmp_path, output, status):
+    """An output folder that cannot be written is reported at once, before any
+    training, naming `--output` (an empty name as a bad option, status 2; a
+    folder under a file as a failed run, status 1)."""
+    file = tmp_path / "a-file"
+    file.write_text("")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scorax",
+            "demo",
+            "--steps",
+            "1",
+            "--output",
+            output.format(file=file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == status
+    assert "--output" in result.stderr
+    assert "training" not in result.stderr + result.stdout
