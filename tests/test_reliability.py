@@ -318,3 +318,91 @@ def test_demo_checks_its_output_folder_before_any_work(tmp_path, output, status)
     assert result.returncode == status
     assert "--output" in result.stderr
     assert "training" not in result.stderr + result.stdout
+
+
+# ------------------------------------------------- the verification kit's reports
+
+
+class _Broken(scorax.AbstractGaussianPath):
+    """VPPath with one scale broken: negative, NaN or raising."""
+
+    fault: str = "negative"
+
+    def alpha(self, t):
+        return VP.alpha(t) * (jnp.nan if self.fault == "nan" else 1.0)
+
+    def sigma(self, t):
+        if self.fault == "raises":
+            raise ValueError("sigma is not implemented for this path")
+        return -VP.sigma(t) if self.fault == "negative" else VP.sigma(t)
+
+    def alpha_derivative(self, t):
+        return VP.alpha_derivative(t)
+
+    def sigma_derivative(self, t):
+        return VP.sigma_derivative(t)
+
+    def diffusion_squared(self, t):
+        return VP.diffusion_squared(t)
+
+    def _inverse_log_snr(self, log_snr):
+        return VP._inverse_log_snr(log_snr)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [scorax.testing.check_path, scorax.testing.check_parameterisation_roundtrip],
+    ids=lambda f: f.__name__,
+)
+@pytest.mark.parametrize(
+    "fault, identity, got",
+    [
+        ("negative", "sigma(t) is finite and > 0", "sigma(t) = -"),
+        ("nan", "alpha(t) is finite and > 0", "alpha(t) = nan"),
+        ("raises", "sigma(t) is defined", "sigma is not implemented"),
+    ],
+)
+def test_a_broken_path_gets_one_readable_report(check, fault, identity, got):
+    """A path whose scale is negative, NaN or raises is reported by the identity
+    it breaks and the value (or the message) it gave, not by a traceback
+    fragment or a NaN tolerance."""
+    with pytest.raises(AssertionError) as failure:
+        check(_Broken(fault), dtype=jnp.float64)
+    report = str(failure.value)
+    assert identity in report and got in report
+    assert "Above is the stack" not in report and "tolerance nan" not in report
+
+
+def test_a_non_finite_tolerance_counts_as_a_failure():
+    """assert_close never passes, or reports "0 failing", where the tolerance is
+    NaN: the case fails and the report says why."""
+    from scorax.testing._report import assert_close
+
+    with pytest.raises(AssertionError, match="worst of 1 failing of 2") as failure:
+        assert_close(
+            "check",
+            "a = b",
+            actual=np.array([1.0, 2.0]),
+            expected=np.array([1.0, 2.0]),
+            tolerance=np.array([1e-9, np.nan]),
+            where=["first", "second"],
+            tolerance_source="test",
+        )
+    assert "not finite here" in str(failure.value)
+
+
+def test_runtime_messages_are_read_out_of_jax_errors():
+    """The message of an `eqx.error_if` is found in what plain `jax.jit` and
+    `eqx.filter_jit` raise around it."""
+    import equinox as eqx
+    import jax
+
+    from scorax._checks import runtime_message
+
+    def checked(x):
+        return eqx.error_if(x, x < 0, "`x` went negative")
+
+    for wrap in (jax.jit, eqx.filter_jit):
+        with pytest.raises(Exception) as failure:
+            wrap(checked)(-1.0)
+        assert runtime_message(failure.value) == "`x` went negative"

@@ -205,3 +205,20 @@ def check_label(
         ok = ok & (value < num_classes)
     shown = label if is_concrete(label) else "a traced value"
     return check(value, ok, f"`{name}` must be {allowed}, got {shown}.")
+
+
+_RUNTIME_MARKER = "RuntimeError: "
+
+
+def runtime_message(error: BaseException) -> str:
+    """The message of a failed runtime check (`eqx.error_if`) in one line, from
+    the error JAX or Equinox raises around it (which may hold a traceback), or
+    the first line of any other error."""
+    text = str(error)
+    if _RUNTIME_MARKER in text:
+        text = text.rsplit(_RUNTIME_MARKER, 1)[1]
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("Above is the stack"):
+            return line
+    return type(error).__name__

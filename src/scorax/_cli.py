@@ -53,6 +53,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ._checks import runtime_message
 from ._cli_demo import (
     DATASETS,
     DemoOptions,
@@ -257,27 +258,18 @@ def check_combination(options: DemoOptions, guidance: bool = False) -> str | Non
     return None
 
 
-EQUINOX_MARKER = "EquinoxRuntimeError: "
-
-
 def _error_message(error: BaseException) -> str | None:
     """The one-line message for an error of the run, or `None` to let it propagate
     (a bug deserves its traceback). Argument errors (`ValueError`), files
     (`OSError`), a missing optional dependency (`ImportError`) and the runtime
     checks of traced code (`eqx.error_if`, raised as Equinox errors, or inside a
     JAX runtime error under plain `jax.jit`) are reported."""
-    text = str(error)
     if isinstance(error, RuntimeError):
-        if EQUINOX_MARKER in text:  # under jax.jit: buried in a callback traceback
-            text = text.split(EQUINOX_MARKER, 1)[1]
-        elif "Equinox" not in type(error).__name__:
+        if "EquinoxRuntimeError" not in str(error) + type(error).__name__:
             return None
     elif not isinstance(error, ValueError | OSError | ImportError):
         return None
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
+    return runtime_message(error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

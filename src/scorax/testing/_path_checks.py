@@ -13,6 +13,7 @@ import jax.scipy as jsp
 import numpy as np
 from jaxtyping import Array, ArrayLike, DTypeLike, PRNGKeyArray
 
+from .._checks import runtime_message
 from .._parameterisation import (
     AbstractParameterisation,
     convert,
@@ -61,6 +62,34 @@ def _check_times(times: Sequence[float] | ArrayLike | None) -> np.ndarray:
             f"(0, 1), got {times!r}."
         )
     return values
+
+
+def check_scales(name: str, path: AbstractGaussianPath, t: Array) -> None:
+    """Fail unless alpha(t) and sigma(t) are finite and > 0 at every time `t`
+    (all inside (0, 1)): what every identity of a path is built on."""
+    for scale in ("alpha", "sigma"):
+        try:
+            values = np.asarray(jax.vmap(getattr(path, scale))(t), np.float64)
+        except Exception as error:
+            fail(
+                name,
+                f"{scale}(t) is defined at every time",
+                [("where", f"times {np.asarray(t)}"), ("got", runtime_message(error))],
+            )
+        bad = ~(np.isfinite(values) & (values > 0))
+        if np.any(bad):
+            first = int(np.argmax(bad))
+            fail(
+                name,
+                f"{scale}(t) is finite and > 0 for 0 < t < 1",
+                [
+                    (
+                        "where",
+                        f"t = {float(t[first]):.6g} (and {int(bad.sum()) - 1} more)",
+                    ),
+                    ("got", f"{scale}(t) = {values[first]:.6g}"),
+                ],
+            )
 
 
 def _derivative(fn: Callable, t: Array) -> Array:
@@ -145,6 +174,7 @@ def check_path(
     dtype = default_dtype() if dtype is None else np.dtype(dtype)
     values = _check_times(times)
     t = jnp.asarray(values, dtype)
+    check_scales(name, path, t)
     _check_dtypes(name, path, t[0], dtype)
     try:
         # One compiled program per path class and dtype: the hyperparameters are
@@ -158,7 +188,7 @@ def check_path(
             name,
             "drift, diffusion and conditional_score are finite at every time of "
             "identities 1-4",
-            [("where", f"times {values}"), ("got", str(error).splitlines()[0])],
+            [("where", f"times {values}"), ("got", runtime_message(error))],
         )
     at = _AtTimes(
         name=name,
@@ -608,6 +638,7 @@ def check_parameterisation_roundtrip(
     values = _check_times(times)
     t = jnp.asarray(values, dtype)
     rtol = relative_tolerance(dtype)
+    check_scales(name, path, t)
     # Round trips: each unordered pair once, which converts both ways.
     round_trips = list(itertools.combinations(chosen, 2))
     # Meaning: every parameterisation with a definition, both ways against the
@@ -635,7 +666,7 @@ def check_parameterisation_roundtrip(
             name,
             "convert is defined (finite coefficients, b(t) != 0) between every "
             "pair at every time",
-            [("where", f"times {values}"), ("got", str(error).splitlines()[0])],
+            [("where", f"times {values}"), ("got", runtime_message(error))],
         )
     condition = 1 + np.abs(v["log_snr"])[:, None]
     ulps = f"1000 ulps of {dtype.name} x (1 + |log_snr(t)|)"

@@ -56,7 +56,7 @@ def assert_close(
     tolerance = np.broadcast_to(np.asarray(tolerance, np.float64), actual.shape)
     error = np.abs(actual - expected)
     ratio = np.where(
-        np.isfinite(actual) & np.isfinite(expected),
+        np.isfinite(actual) & np.isfinite(expected) & np.isfinite(tolerance),
         error / np.maximum(tolerance, np.finfo(np.float64).tiny),
         np.inf,
     )
@@ -79,6 +79,19 @@ def assert_close(
                 "off by",
                 f"{_format(error[pick])}, tolerance {_format(tolerance[pick])}",
             ),
-            ("tolerance", tolerance_source),
+            (
+                "tolerance",
+                tolerance_source + _not_finite(actual, expected, tolerance, pick),
+            ),
         ],
     )
+
+
+def _not_finite(actual, expected, tolerance, pick) -> str:
+    """Why a case failed when one of its values is NaN or infinite."""
+    for label, value in (("got", actual), ("expected", expected)):
+        if not np.isfinite(value[pick]):
+            return f" (the {label} value is not finite)"
+    if not np.isfinite(tolerance[pick]):
+        return " (not finite here: a quantity it is derived from is NaN or infinite)"
+    return ""
