@@ -130,3 +130,13 @@ class AbstractSampler(eqx.Module, Generic[_State]):
         """Tweedie's posterior mean at the last grid point (one evaluation), for
         methods that `can_denoise`."""
         raise NotImplementedError
+
+
+class AbstractSampleState(AbstractSampler[Array]):
+    """A sampler whose state is the sample itself."""
+
+    def init(self, problem: Problem, x: Array, grid: PyTree[Array]) -> Array:
+        return x
+
+    def sample(self, state: Array, node: PyTree[Array]) -> Array:
+        return state

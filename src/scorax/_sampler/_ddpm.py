@@ -11,7 +11,7 @@ from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
 from .._predict import Model
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractSampleState, Problem
 from ._grid import ddim_steps
 from ._loop import run
 from ._result import SampleResult
@@ -37,7 +37,7 @@ def _noise(problem: Problem, x: Array, t: Array) -> Array:
     return problem.read(x, t, NoisePrediction())
 
 
-class DDPM(AbstractSampler[Array]):
+class DDPM(AbstractSampleState):
     """Ancestral DDPM over every step of the schedule; the state is the sample."""
 
     name = "ddpm_sample"
@@ -65,12 +65,6 @@ class DDPM(AbstractSampler[Array]):
         zero = jnp.zeros((1,), dtype)
         return _Step(*(jnp.concatenate([a[::-1], zero]) for a in steps))
 
-    def init(self, problem: Problem, x: Array, grid: _Step) -> Array:
-        return x
-
-    def sample(self, state: Array, node: _Step) -> Array:
-        return state
-
     def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
         x = state
         eps = _noise(problem, x, s.t)
@@ -78,7 +72,7 @@ class DDPM(AbstractSampler[Array]):
         return mean + s.std * jr.normal(key, x.shape, x.dtype), x
 
 
-class DDIM(AbstractSampler[Array]):
+class DDIM(AbstractSampleState):
     """DDIM with noise `eta` on evenly spaced steps of the schedule; the state is
     the sample."""
 
@@ -108,12 +102,6 @@ class DDIM(AbstractSampler[Array]):
         times = jnp.concatenate([times, jnp.zeros((1,), dtype)])
         unused = jnp.zeros_like(times)
         return _Step(times, unused, cumprod, unused)
-
-    def init(self, problem: Problem, x: Array, grid: _Step) -> Array:
-        return x
-
-    def sample(self, state: Array, node: _Step) -> Array:
-        return state
 
     def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
         x = state

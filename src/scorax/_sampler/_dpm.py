@@ -10,14 +10,14 @@ from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
-from ._abstract import Problem
+from ._abstract import AbstractSampleState, Problem
 from ._exponential import AbstractExponentialSampler
 from ._grid import Node, Spacing
 from ._loop import run
 from ._result import SampleResult
 
 
-class DPMSolver(AbstractExponentialSampler[Array]):
+class DPMSolver(AbstractExponentialSampler[Array], AbstractSampleState):
     """DPM-Solver of order 1, 2 or 3; the state is the sample."""
 
     name = "dpm_solver_sample"
@@ -31,12 +31,6 @@ class DPMSolver(AbstractExponentialSampler[Array]):
 
     def evaluations(self, num_steps: int) -> int:
         return self.order * num_steps
-
-    def init(self, problem: Problem, x: Array, grid: Node) -> Array:
-        return x
-
-    def sample(self, state: Array, node: Node) -> Array:
-        return state
 
     def step(
         self,

@@ -2,7 +2,6 @@ r"""What the exponential integrators (DPM-Solver, DPM-Solver++) share: a grid of
 nodes in the half log-SNR $\ell = \log(\alpha/\sigma)$ from a path or the DDPM
 schedule, and the model read at a node as noise or as data."""
 
-import abc
 from typing import TypeVar
 
 import equinox as eqx
@@ -57,6 +56,3 @@ class AbstractExponentialSampler(AbstractSampler[_State]):
 
     def denoise(self, problem: Problem, x: Array, node: Node) -> Array:
         return self.data(problem, x, node)
-
-    @abc.abstractmethod
-    def sample(self, state: _State, node: Node) -> Array: ...

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import check_count, check_model, check_positive, is_concrete, to_count
 from .._custom_types import IntScalarLike, RealScalarLike
 from .._predict import Model, ScoreFn
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractSampleState, Problem
 from ._loop import run
 from ._result import SampleResult
 
@@ -33,7 +33,7 @@ class _Point(NamedTuple):
     t: Array
 
 
-class Langevin(AbstractSampler[Array]):
+class Langevin(AbstractSampleState):
     """Unadjusted Langevin with step size `step_size` for a score `model(x)`;
     the grid holds the times k * step_size of the diffusion it approximates."""
 
@@ -56,19 +56,13 @@ class Langevin(AbstractSampler[Array]):
     def check(self, problem: Problem, x: Array, grid: _Point) -> None:
         check_model(problem.model, x)
 
-    def init(self, problem: Problem, x: Array, grid: _Point) -> Array:
-        return x
-
-    def sample(self, state: Array, node: _Point) -> Array:
-        return state
-
     def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
         score = problem.model(state)  # pyright: ignore[reportCallIssue]
         step_size = self._step_size(state.dtype)
         return langevin_step(state, score, step_size, key), state
 
 
-class AnnealedLangevin(AbstractSampler[Array]):
+class AnnealedLangevin(AbstractSampleState):
     """Annealed Langevin over the levels `sigmas`, `steps_per_level` steps each,
     for a noise-conditional score `model(x, sigma)`; the grid holds the level of
     each step."""
@@ -107,12 +101,6 @@ class AnnealedLangevin(AbstractSampler[Array]):
         sigmas = self.sigmas.astype(dtype)
         levels = jnp.repeat(sigmas, self.steps_per_level)
         return _Point(jnp.concatenate([sigmas[:1], levels]))
-
-    def init(self, problem: Problem, x: Array, grid: _Point) -> Array:
-        return x
-
-    def sample(self, state: Array, node: _Point) -> Array:
-        return state
 
     def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
         """A Langevin step at the level of `t`, the level this step runs at."""

@@ -18,7 +18,7 @@ from .._parameterisation import (
 )
 from .._path import AbstractGaussianPath
 from .._predict import Model
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractSampleState, Problem
 from ._grid import uniform_times
 from ._loop import run
 from ._result import SampleResult
@@ -28,7 +28,7 @@ class _Time(NamedTuple):
     t: Array
 
 
-class PredictorCorrector(AbstractSampler[Array]):
+class PredictorCorrector(AbstractSampleState):
     """The reverse-diffusion predictor and `corrector_steps` Langevin corrector
     steps with signal-to-noise ratio `snr`, on an evenly spaced time grid; the
     state is the sample."""
@@ -49,12 +49,6 @@ class PredictorCorrector(AbstractSampler[Array]):
 
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Time:
         return _Time(uniform_times(problem.t_max, problem.t_min, num_steps, dtype))
-
-    def init(self, problem: Problem, x: Array, grid: _Time) -> Array:
-        return x
-
-    def sample(self, state: Array, node: _Time) -> Array:
-        return state
 
     def _corrector(self, problem: Problem, x, s, retention, key) -> Array:
         g = problem.read(x, s, ScorePrediction())
