@@ -1,3 +1,4 @@
+import io
 import itertools
 import json
 import os
@@ -500,7 +501,8 @@ def test_checkpoint_resumes_only_with_the_kind_of_data_it_was_written_with(tmp_p
 
 def test_iterator_state_that_json_cannot_hold_raises_before_writing(tmp_path):
     """`get_state()` must return bytes or a JSON value: a set, say, is refused with
-    a message naming the rule, and no checkpoint is written."""
+    a message naming the rule before any batch is read, and no checkpoint is
+    written."""
     data, model = _setup()
 
     class SetState(_Rows):
@@ -508,11 +510,12 @@ def test_iterator_state_that_json_cannot_hold_raises_before_writing(tmp_path):
             return {self.next}
 
     checkpoint = tmp_path / "run.eqx"
+    stream = SetState(data, 16)
     with pytest.raises(ValueError, match=r"`data.get_state\(\)` must return bytes"):
         scorax.fit(
             model,
             _labelled_loss,
-            SetState(data, 16),
+            stream,
             optimizer=optax.sgd(1e-3),
             batch_size=16,
             key=jr.key(8),
@@ -521,3 +524,188 @@ def test_iterator_state_that_json_cannot_hold_raises_before_writing(tmp_path):
             progress=False,
         )
     assert not checkpoint.exists()
+    assert stream.reads == 0  # refused before training, not after the first chunk
+
+
+# Shared by the tests below, so that they reuse one compiled program.
+_SGD = optax.sgd(1e-3)
+
+
+def _small_fit(model, loss, data, **overrides):
+    arguments = dict(
+        optimizer=_SGD,
+        batch_size=16,
+        key=jr.key(9),
+        num_steps=8,
+        steps_per_chunk=4,
+        progress=False,
+    )
+    arguments.update(overrides)
+    return scorax.fit(model, loss, data, **arguments)
+
+
+def _refuse_training(*args, **kwargs):
+    raise AssertionError("`fit` trained before it found the argument wrong")
+
+
+@pytest.mark.parametrize("case", ["no folder", "file as folder", "folder", "denied"])
+def test_checkpoint_that_cannot_be_written_raises_before_training(
+    tmp_path, monkeypatch, case
+):
+    """A `checkpoint` path in a folder that does not exist, under a file, that is a
+    folder, or in a folder that refuses files raises an error naming `checkpoint`
+    before any step is trained (not a FileNotFoundError about a temporary file
+    after the first chunk)."""
+    data, model = _setup()
+    (tmp_path / "file").write_text("")
+    path, match = {
+        "no folder": (tmp_path / "missing" / "run.eqx", "folder .* does not exist"),
+        "file as folder": (tmp_path / "file" / "sub" / "run.eqx", "which is a file"),
+        "folder": (tmp_path, "must be a file path"),
+        "denied": (tmp_path / "run.eqx", "cannot write a file in the folder"),
+    }[case]
+    if case == "denied":
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(scorax._fit._checkpoint.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(scorax._fit._fit, "train", _refuse_training)
+    with pytest.raises(ValueError, match=f"`checkpoint`.*{match}"):
+        _small_fit(model, _loss, data, checkpoint=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _batches():
+    yield np.zeros((16, 2), np.float32)
+
+
+def _loss_of_two_values(model, x, key):
+    return jnp.stack([_loss(model, x, key)] * 2)
+
+
+@pytest.mark.parametrize(
+    "data, loss, match",
+    [
+        (
+            jnp.zeros((64, 2), jnp.int32),
+            _loss,
+            r"`data`: `loss_fn\(model, sample, key\)` fails on one sample of `data` "
+            r"\(int32\[2\]\).*Every array of `data` is integer.*floating point",
+        ),
+        (
+            iter([np.zeros((16, 2), np.int32)] * 8),
+            _loss,
+            r"fails on one sample of `data` \(int32\[2\]\)",
+        ),
+        (_batches, _loss, r"`data` is the function `_batches`.*`_batches\(\)`"),
+        (range(64), _loss, r"iterable but not an iterator: pass `iter\(data\)`"),
+        ((np.zeros((64, 2)), "labels"), _loss, "it holds a str"),
+        (
+            [np.zeros((16, 2), np.float32)] * 3,
+            _loss,
+            r"`data` is a list.*streamed as `iter\(batches\)`",
+        ),
+        (
+            [np.zeros((16, 2)), np.zeros((12, 2))],
+            _loss,
+            r"same number of samples.*streamed as `iter\(batches\)`",
+        ),
+        (
+            jnp.zeros((64, 2)),
+            _loss_of_two_values,
+            r"`loss_fn` must return the loss of one sample, a floating-point scalar, "
+            r"got float\d+\[2\]",
+        ),
+    ],
+    ids=[
+        "integer array",
+        "integer stream",
+        "generator function",
+        "iterable",
+        "not an array",
+        "list of batches",
+        "list of unequal arrays",
+        "vector loss",
+    ],
+)
+def test_data_the_loss_cannot_take_raises_naming_data(data, loss, match, monkeypatch):
+    """Data that `fit` or the loss cannot take is refused before training, with an
+    error naming `data` (or `loss_fn`) and saying what is expected: not integer
+    data failing deep inside `diffusion_loss`, nor a JAX error about a function, a
+    list of batches or a `range`. Integer arrays are passed as they are (labels
+    are integers); only a loss that cannot take them fails, with a hint."""
+    _, model = _setup()
+    monkeypatch.setattr(scorax._fit._loop, "_record", _refuse_training)
+    with without_runtime_type_checking(), pytest.raises(ValueError, match=match):
+        _small_fit(model, loss, data)
+
+
+def test_resuming_with_fewer_steps_than_the_checkpoint_raises(tmp_path):
+    """A checkpoint at step 8 and `num_steps=4`: an error naming `num_steps` and
+    the checkpoint's step, rather than the further-trained model with 4 losses."""
+    data, model = _setup()
+    checkpoint = tmp_path / "run.eqx"
+    _small_fit(model, _loss, data, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match=r"`num_steps` \(4\) is smaller than the "):
+        _small_fit(model, _loss, data, checkpoint=checkpoint, num_steps=4)
+    assert _small_fit(model, _loss, data, checkpoint=checkpoint).losses.shape == (8,)
+
+
+def _conditional_loss(model, sample, key):
+    x, label = sample
+    return scorax.diffusion_loss(model, PATH, x, label=label, key=key)
+
+
+def test_failed_check_in_the_loss_raises_with_its_step_and_keeps_the_chunk_before(
+    tmp_path,
+):
+    """A label outside a conditional model's classes at step 5 (chunks of 4):
+    `fit` raises the model's check as an `EquinoxRuntimeError` naming step 5, and
+    the checkpoint keeps step 4, the last chunk whose checks all passed."""
+    data, _ = _setup()
+    model = scorax.ScoreMLP((2,), width=32, depth=2, num_classes=3, key=jr.key(1))
+
+    def stream():
+        for step in itertools.count():
+            labels = np.full(16, step % 3, np.int32)
+            if step == 5:
+                labels[9] = 3  # the model has classes 0, 1 and 2
+            yield np.asarray(data[16 * step : 16 * step + 16]), labels
+
+    checkpoint = tmp_path / "run.eqx"
+    with pytest.raises(
+        eqx.EquinoxRuntimeError, match=r"(?s)`y` must be a class.*at step 5 of `fit`"
+    ):
+        _small_fit(model, _conditional_loss, stream(), checkpoint=checkpoint)
+    with pytest.raises(
+        ValueError, match=r"smaller than the step of `checkpoint` \(4\)"
+    ):
+        _small_fit(
+            model, _conditional_loss, stream(), checkpoint=checkpoint, num_steps=3
+        )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_is_a_bar_on_a_terminal_and_lines_in_a_log(monkeypatch, terminal):
+    """On a terminal, the progress is tqdm's live bar (redrawn with carriage
+    returns); in a log or captured output, one plain line per chunk (at most one
+    every few seconds, and always the last), with no carriage return to pile up."""
+    data, model = _setup()
+    stream = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    _small_fit(model, _loss, data, progress=True)
+    shown = stream.getvalue()
+    if terminal:
+        assert "\r" in shown and "8/8" in shown
+    else:
+        assert "\r" not in shown
+        lines = shown.splitlines()
+        assert lines[0].startswith("fit: step 4/8 (50%), loss ")
+        assert lines[-1].startswith("fit: step 8/8 (100%), loss ")
+        assert len(lines) == 2

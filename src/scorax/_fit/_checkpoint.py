@@ -44,6 +44,41 @@ def save(
         raise
 
 
+def check_writable(path: pathlib.Path) -> ValueError | None:
+    """None if a checkpoint can be written at `path`, else the error saying why
+    (naming `checkpoint`): the folder is missing, is a file, or refuses a file.
+    Probed by creating (and removing) a temporary file there, as `save` does."""
+    folder = path.parent
+    if path.is_dir():
+        return ValueError(
+            f"`checkpoint` must be a file path, got the folder {path}; pass a path "
+            f"in it, such as {path / 'run.eqx'}."
+        )
+    if not folder.is_dir():
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return ValueError(
+                f"`checkpoint`: {path} lies under {existing}, which is a file, "
+                "not a folder."
+            )
+        return ValueError(
+            f"`checkpoint`: the folder {folder} of {path} does not exist; create "
+            "it first."
+        )
+    try:
+        handle, probe = tempfile.mkstemp(
+            dir=folder, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        return ValueError(
+            f"`checkpoint`: cannot write a file in the folder {folder} "
+            f"({error.strerror or error})."
+        )
+    return None
+
+
 def load(
     path: pathlib.Path, like: TrainState
 ) -> tuple[TrainState, np.ndarray, dict[str, Any]]:

@@ -3,6 +3,8 @@ the compiled steps (whose gradients are summed inside them). Each function that
 gathers is a collective: every process of the run must call it, in the same
 order, or they wait for one another for ever."""
 
+from collections.abc import Callable
+
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
@@ -34,15 +36,28 @@ def wait_for_all(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def agree(
+    error: ValueError | None, elsewhere: Callable[[int], str]
+) -> ValueError | None:
+    """`error`, this process's own; without one, a `ValueError` with the message
+    `elsewhere(process)` for the first process that failed, if any did.
+    So every process raises at the same point, rather than wait at the next
+    collective for one that raised."""
+    failed = gather_ints(int(error is not None))
+    if error is None and any(failed):
+        error = ValueError(elsewhere(failed.index(1)))
+    return error
+
+
 def agree_on_failure(error: ValueError | None, first: int) -> ValueError | None:
     """`error`, this process's failure to read the batches of the chunk from step
     `first`; without one, an error naming the first process that failed, if any
     did. So every process stops at the same chunk, rather than wait in the next
     for one that stopped."""
-    failed = gather_ints(int(error is not None))
-    if error is None and any(failed):
-        error = ValueError(
-            f"`data`: reading the batches of process {failed.index(1)} "
+    return agree(
+        error,
+        lambda process: (
+            f"`data`: reading the batches of process {process} "
             f"from step {first} failed; every process stops there."
-        )
-    return error
+        ),
+    )

@@ -5,6 +5,7 @@ for the checkpoint and moves to where a checkpoint's run stopped."""
 
 import abc
 import collections.abc
+import inspect
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,13 @@ from jaxtyping import PyTree
 
 from .._sharded import put
 from . import _checkpoint
-from ._collectives import agree_on_failure, gather_bytes, gather_ints, processes
+from ._collectives import (
+    agree,
+    agree_on_failure,
+    gather_bytes,
+    gather_ints,
+    processes,
+)
 
 
 class AbstractFeed(abc.ABC):
@@ -28,6 +35,7 @@ class AbstractFeed(abc.ABC):
       from step `first` (`None` in memory), or the error that reading them raised.
     - `position()`: where the data stands, for the checkpoint.
     - `resume(position, step)`: move to where a checkpoint's run stopped.
+    - `check_position()`: raise now if `position()` could not be saved later.
     """
 
     data: PyTree | None
@@ -44,6 +52,10 @@ class AbstractFeed(abc.ABC):
     def resume(self, position: dict[str, Any], step: int) -> None:
         """Move to where the checkpoint's run, at `position` and `step`, stopped."""
 
+    @abc.abstractmethod
+    def check_position(self) -> None:
+        """Raise `ValueError` now if `position()` could not be saved."""
+
 
 def make_feed(
     data: Any, *, batch_size: int, num_steps: int, mesh: Mesh
@@ -52,6 +64,12 @@ def make_feed(
     in-memory data set, checked."""
     if isinstance(data, collections.abc.Iterator):
         return StreamFeed(data, batch_size=batch_size, num_steps=num_steps, mesh=mesh)
+    if inspect.isroutine(data):
+        name = getattr(data, "__name__", "data")
+        raise ValueError(
+            f"`data` is the function `{name}`; pass arrays or an iterator of "
+            f"batches, such as `{name}()` for a generator function."
+        )
     return ArrayFeed(data, batch_size=batch_size, mesh=mesh)
 
 
@@ -75,13 +93,16 @@ class ArrayFeed(AbstractFeed):
                     f"({lengths}); on several processes every one must pass "
                     "the whole data set, or stream its share of each batch."
                 )
-        self.data = put(data, NamedSharding(mesh, PartitionSpec()))
+        self.data = put(data, NamedSharding(mesh, PartitionSpec()), "data")
 
     def read(self, first: int, length: int) -> tuple[None, None]:
         return None, None
 
     def position(self) -> dict[str, Any]:
         return {"data": "array"}
+
+    def check_position(self) -> None:
+        pass
 
     def resume(self, position: dict[str, Any], step: int) -> None:
         if position.get("data") != "array":
@@ -92,22 +113,46 @@ class ArrayFeed(AbstractFeed):
             )
 
 
+_EXPECTED = (
+    "`data` must be an array, or a PyTree of arrays (such as `(x, y)`), with "
+    "samples along the first axis, or an iterator of such batches"
+)
+
+
+def _is_array(leaf: Any) -> bool:
+    """Whether `jnp.asarray` takes `leaf` as the array it is."""
+    return isinstance(leaf, (int, float, complex, np.generic)) or any(
+        hasattr(leaf, name) for name in ("__array__", "__jax_array__")
+    )
+
+
 def _check_data(data: PyTree) -> tuple[PyTree, int]:
     """The data as a PyTree of JAX arrays with a common leading axis, all finite
     where floating, and that axis's length."""
+    for leaf in jax.tree.leaves(data):
+        if _is_array(leaf):
+            continue
+        if leaf is data and isinstance(data, collections.abc.Iterable):
+            raise ValueError(
+                f"{_EXPECTED}; got a {type(data).__name__}, which is iterable but "
+                "not an iterator: pass `iter(data)` to stream its batches."
+            )
+        raise ValueError(f"{_EXPECTED}; it holds a {type(leaf).__name__}.")
     data = jax.tree.map(jnp.asarray, data)
     leaves = jax.tree.leaves(data)
     if not leaves or any(leaf.ndim == 0 for leaf in leaves):
-        raise ValueError(
-            "`data` must be an array, or a PyTree of arrays, with samples along the "
-            "first axis, or an iterator of such batches."
-        )
+        raise ValueError(f"{_EXPECTED}.")
     lengths = {leaf.shape[0] for leaf in leaves}
     if len(lengths) != 1:
         shapes = [leaf.shape for leaf in leaves]
+        listed = (
+            " (a list of batches is streamed as `iter(batches)`)"
+            if isinstance(data, list)
+            else ""
+        )
         raise ValueError(
             "`data`: every array must have the same number of samples along its "
-            f"first axis, got shapes {shapes}."
+            f"first axis, got shapes {shapes}{listed}."
         )
     for leaf in leaves:
         inexact = jnp.issubdtype(leaf.dtype, jnp.inexact)
@@ -172,6 +217,27 @@ class StreamFeed(AbstractFeed):
             else:
                 position["states"] = [entry]
         return position
+
+    def check_position(self) -> None:
+        """Encode the iterator's state once, before training: a state that JSON
+        cannot hold is refused now rather than after the first chunk."""
+        error = None
+        if self.stateful:
+            get_state = self.iterator.get_state  # pyright: ignore[reportAttributeAccessIssue]
+            try:
+                _checkpoint.encode_iterator_state(get_state())
+            except ValueError as failure:
+                error = failure
+        if self.multiprocess:
+            error = agree(
+                error,
+                lambda process: (
+                    f"`data.get_state()` of process {process} cannot "
+                    "be saved in the checkpoint; every process stops."
+                ),
+            )
+        if error is not None:
+            raise error
 
     def resume(self, position: dict[str, Any], step: int) -> None:
         if position.get("data") != "iterator":

@@ -18,7 +18,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Shaped
 from .._checks import check_count
 from .._sharded import batch_mesh, put
 from . import _checkpoint
-from ._collectives import gather_ints, processes
+from ._collectives import agree, gather_ints, processes
 from ._feed import AbstractFeed, make_feed
 from ._loop import train
 from ._state import initial_state, TrainState
@@ -106,10 +106,21 @@ def fit(
     global batches and key: bit for bit where the gradient reduction adds the
     devices' partial sums in the same order, which it does for two devices and
     need not for more (then to rounding). Only process 0 writes checkpoints and
-    shows the progress bar; `checkpoint` must name a file that every process can
+    shows the progress; `checkpoint` must name a file that every process can
     read (on one machine, any path; across machines, a shared file system), and
     every process resumes from it. When `fit` returns, the last checkpoint is on
     disk for every process.
+
+    **Checks.** The arguments are checked before any step is trained: the
+    checkpoint's folder must take files, an iterator's `get_state()` must be
+    one a checkpoint holds, and `loss_fn` is evaluated (abstractly, once per
+    compilation) on one sample of the data, so that data it cannot take (integer
+    data for a loss of real-valued data, say) is refused with an error naming
+    `data`. A check that fails inside the steps (an `eqx.error_if` in the loss or
+    the model, such as a label outside a conditional model's classes) does not
+    stop the devices: it is raised as `equinox.EquinoxRuntimeError`, with its
+    message and step, when its chunk ends, on every process and on any number of
+    devices. That chunk is not kept; the checkpoint holds the one before.
 
     **Arguments:**
 
@@ -121,7 +132,10 @@ def fit(
       finite: an array, or any PyTree of arrays with a common first axis, such as
       labelled data `(x, y)`; a batch takes the same rows of every leaf, and the
       loss receives one sample of each, `loss_fn(model, (x, y), key)`. Or an
-      iterator of batches of such PyTrees, as above.
+      iterator of batches of such PyTrees, as above (`iter(loader)`, not the
+      loader; `batches()`, not the generator function). Arrays are passed with
+      their dtypes: integer arrays such as labels are fine, and data that is all
+      integer must be converted to floating point if the loss needs it.
     - `optimizer`: any Optax gradient transformation.
     - `num_steps`: the total number of steps, $\ge 1$.
     - `batch_size`: the global batch, $B \ge 1$ (at most the number of in-memory
@@ -139,33 +153,45 @@ def fit(
       $\bar\theta \leftarrow \gamma \bar\theta + (1 - \gamma)\theta$ after each step.
     - `checkpoint`: a file path. After every chunk the model, optimiser state, EMA,
       step, losses and the stream's position are written there with Equinox
-      serialisation, atomically (a temporary file renamed over the old one). If
-      the file exists when `fit` starts, training resumes from it; a checkpoint
-      of another model or optimiser, or a corrupt file, raises an error and is
-      left untouched.
+      serialisation, atomically (a temporary file renamed over the old one); its
+      folder must exist. If the file exists when `fit` starts, training resumes
+      from it (up to `num_steps`, which must be at least the checkpoint's step); a
+      checkpoint of another model or optimiser, or a corrupt file, raises an error
+      and is left untouched.
     - `devices`: the devices to train on (default: all of `jax.devices()`, every
       device of every process). The batch is split across them along a
       `jax.sharding.Mesh`; each device computes the loss and gradient of its rows
       (`jax.shard_map`) and one all-reduce per step sums them: data-parallel
       training with the result of one device, up to floating-point
       reassociation. Devices of several processes must include those of all.
-    - `progress`: show a tqdm progress bar with the running loss.
+    - `progress`: show the progress with the running loss, on standard error: a
+      live tqdm bar on a terminal or in a notebook; elsewhere (a log file, output
+      captured by a CI system or `nohup`), one line per chunk, at most one every
+      5 seconds, and the last.
 
     **Returns:**
 
     A [`FitResult`][scorax.FitResult].
     """
-    mesh = _check_arguments(num_steps, batch_size, steps_per_chunk, ema_decay, devices)
+    # Counts as Python integers (`check_count` takes any integer scalar).
+    num_steps = check_count(num_steps, "num_steps")
+    batch_size = check_count(batch_size, "batch_size")
+    steps_per_chunk = check_count(steps_per_chunk, "steps_per_chunk")
+    mesh = _check_arguments(batch_size, ema_decay, devices)
+    path = None if checkpoint is None else pathlib.Path(checkpoint)
+    if path is not None:
+        _check_checkpoint(path, mesh)
     feed = make_feed(data, batch_size=batch_size, num_steps=num_steps, mesh=mesh)
+    if path is not None:
+        feed.check_position()
     params, static = eqx.partition(model, eqx.is_inexact_array)
     start = initial_state(params, optimizer=optimizer, ema_decay=ema_decay)
-    path = None if checkpoint is None else pathlib.Path(checkpoint)
     state, history = _restore(start, feed, path, num_steps=num_steps, mesh=mesh)
 
     replicated = NamedSharding(mesh, PartitionSpec())
     chunk = partial(
         run_chunk,
-        key=put(key, replicated),
+        key=put(key, replicated, "key"),
         static=static,
         loss_fn=loss_fn,
         optimizer=optimizer,
@@ -174,7 +200,7 @@ def fit(
         split_batch=NamedSharding(mesh, PartitionSpec("batch")),
     )
     state = train(
-        put(state, replicated),
+        put(state, replicated, "model"),
         feed,
         history,
         chunk,
@@ -193,17 +219,10 @@ def fit(
 
 
 def _check_arguments(
-    num_steps: int,
-    batch_size: int,
-    steps_per_chunk: int,
-    ema_decay: float | None,
-    devices: Sequence[Any] | None,
+    batch_size: int, ema_decay: float | None, devices: Sequence[Any] | None
 ) -> Mesh:
-    """The mesh of `devices`, once the counts, `ema_decay` and the devices are
-    found valid."""
-    check_count(num_steps, "num_steps")
-    check_count(batch_size, "batch_size")
-    check_count(steps_per_chunk, "steps_per_chunk")
+    """The mesh of `devices`, once `ema_decay` and the devices (for `batch_size`)
+    are found valid."""
     if ema_decay is not None and not 0 <= ema_decay < 1:
         raise ValueError(f"`ema_decay` must lie in [0, 1), got {ema_decay}.")
     mesh = batch_mesh(devices)
@@ -220,6 +239,23 @@ def _check_arguments(
             "on several processes must include devices of all of them."
         )
     return mesh
+
+
+def _check_checkpoint(path: pathlib.Path, mesh: Mesh) -> None:
+    """Raise `ValueError` (on every process) unless the process that writes the
+    checkpoints can write a file at `path`."""
+    writer = jax.process_index() == processes(mesh)[0]
+    error = _checkpoint.check_writable(path) if writer else None
+    if len(processes(mesh)) > 1:
+        error = agree(
+            error,
+            lambda process: (
+                f"`checkpoint`: process {process} cannot write {path}; "
+                "every process stops."
+            ),
+        )
+    if error is not None:
+        raise error
 
 
 def _restore(
@@ -254,6 +290,13 @@ def _restore(
     if loaded is None:
         return state, history
     state, saved, position = loaded
-    history[: len(saved)] = saved[:num_steps]
+    if int(state.step) > num_steps:
+        raise ValueError(
+            f"`num_steps` ({num_steps}) is smaller than the step of `checkpoint` "
+            f"({int(state.step)}): the run there has trained further. Pass "
+            f"`num_steps` >= {int(state.step)} to resume it, or another path to "
+            "start afresh."
+        )
+    history[: len(saved)] = saved
     feed.resume(position, int(state.step))
     return state, history
