@@ -5,6 +5,7 @@ valid input of any integer type or on any path that allows it is accepted."""
 import subprocess
 import sys
 
+import diffrax as dfx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -24,6 +25,7 @@ EXACT = scorax.testing.ExactModel(
 )
 X = jnp.ones(2)
 KEY = jr.key(0)
+CONSTANT = dfx.ConstantStepSize()
 
 
 def _identity(x, t):
@@ -61,6 +63,22 @@ COUNTED = {
     "sliced_wasserstein": lambda n: scorax.sliced_wasserstein(
         jnp.ones((4, 2)), jnp.zeros((4, 2)), key=KEY, num_projections=n
     ),
+    "reverse_sde_sample": lambda n: scorax.reverse_sde_sample(
+        _identity, VP, X, key=KEY, num_steps=n, max_steps=n
+    ),
+    "probability_flow_sample": lambda n: scorax.probability_flow_sample(
+        _identity, VP, X, num_steps=n, max_steps=n, stepsize_controller=CONSTANT
+    ),
+    "log_likelihood": lambda n: scorax.log_likelihood(
+        _identity,
+        VP,
+        X,
+        num_steps=n,
+        max_steps=n,
+        num_probes=n,
+        key=KEY,
+        stepsize_controller=CONSTANT,
+    ),
 }
 
 
@@ -79,6 +97,105 @@ def test_counts_that_are_not_integers_are_refused(name, bad):
     with without_runtime_type_checking():
         with pytest.raises(ValueError, match="must be an integer"):
             COUNTED[name](bad)
+
+
+def test_import_does_not_start_jax():
+    """`import scorax` builds nothing that starts JAX's backend, so that
+    `jax.distributed.initialize` can still run after it (docs/scaling.md)."""
+    code = (
+        "import scorax, scorax.testing\n"
+        "from jax._src import xla_bridge\n"
+        "assert not xla_bridge._backends, 'import scorax started JAX'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- keys
+
+
+KEYED = {
+    "ddpm_sample": lambda: scorax.ddpm_sample(EXACT, SCHEDULE, X, key=None),
+    "ddim_sample": lambda: scorax.ddim_sample(EXACT, SCHEDULE, X, num_steps=3, eta=0.5),
+    "edm_sample": lambda: scorax.edm_sample(EXACT, VP, X, num_steps=3, churn=1.0),
+    "dpm_solver_pp_sample": lambda: scorax.dpm_solver_pp_sample(
+        EXACT, VP, X, stochastic=True
+    ),
+    "langevin": lambda: scorax.langevin(
+        MIXTURE.score, X, key=None, step_size=0.1, num_steps=3
+    ),
+    "annealed_langevin": lambda: scorax.annealed_langevin(
+        _identity, jnp.array([1.0, 0.5]), X, key=None
+    ),
+    "predictor_corrector_sample": lambda: scorax.predictor_corrector_sample(
+        EXACT, VP, X, key=None, num_steps=3
+    ),
+    "reverse_sde_sample": lambda: scorax.reverse_sde_sample(
+        EXACT, VP, X, key=None, num_steps=3
+    ),
+    **{
+        f"get_sampler-{name}": (
+            lambda name=name: scorax.get_sampler(name, VP, num_steps=30)(EXACT, X, None)
+        )
+        for name in ("ddpm", "pc", "sde", "dpm2m-sde")
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEYED))
+def test_a_sampler_that_draws_noise_needs_its_key(name):
+    """Without a key a stochastic sampler raises, naming `key`: it never draws
+    the same noise from a fixed key behind the user's back."""
+    with without_runtime_type_checking():
+        with pytest.raises(ValueError, match="`key` is required"):
+            KEYED[name]()
+
+
+def test_edm_churn_at_the_top_level_adds_no_noise_from_rounding():
+    """Churned levels are capped at the grid's first level: churn applied only
+    there raises it by nothing, so the sample is the deterministic one exactly
+    (a cap an ulp above the first level used to add noise of its square root)."""
+    edm = scorax.EDMPath()
+    model = scorax.testing.ExactModel(
+        MIXTURE, edm, parameterisation=scorax.NoisePrediction()
+    )
+    x = edm.prior_sample(key=KEY, shape=(2,))
+    top = float(edm.noise_to_signal(1.0))
+    churned = scorax.edm_sample(
+        model, edm, x, num_steps=4, churn=10.0, churn_min=0.999 * top, key=KEY
+    )
+    plain = scorax.edm_sample(model, edm, x, num_steps=4)
+    np.testing.assert_array_equal(churned.sample, plain.sample)
+
+
+def test_traced_hyperparameters_are_checked_when_the_sampler_runs():
+    """Checks of options hold under `jit` too: a traced DDIM `eta` above 1 fails
+    when the program runs, naming `eta`."""
+    import equinox as eqx
+    import jax
+
+    @jax.jit
+    def ddim(eta):
+        return scorax.ddim_sample(EXACT, SCHEDULE, X, num_steps=3, eta=eta, key=KEY)
+
+    assert bool(jnp.all(jnp.isfinite(ddim(0.5).sample)))
+    with pytest.raises(
+        (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError, ValueError),
+        match="`eta` must lie in",
+    ):
+        jax.block_until_ready(ddim(1.5))
+
+
+def test_times_of_any_real_scalar_type_are_accepted():
+    """`t_min` and `t_max` are Python floats in the signatures; NumPy or JAX
+    scalars passed without runtime type checking work too, without warnings."""
+    with without_runtime_type_checking():
+        result = scorax.dpm_solver_pp_sample(
+            EXACT, VP, X, num_steps=3, t_min=np.float32(1e-3), t_max=jnp.asarray(1.0)
+        )
+    assert bool(jnp.all(jnp.isfinite(result.sample)))
 
 
 # ------------------------------------------------------- starting points

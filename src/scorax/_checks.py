@@ -76,6 +76,22 @@ def to_count(value: Any) -> Any:
     return value if count is None else count
 
 
+def check_range(
+    value: ArrayLike, name: str, *, low: float | int, high: float | int | None = None
+) -> Array:
+    """`value` as an array, with an error naming `name` unless it lies in
+    [`low`, `high`] (or is >= `low`)."""
+    value = jnp.asarray(value)
+    ok = value >= low if high is None else (value >= low) & (value <= high)
+    allowed = f">= {low}" if high is None else f"lie in [{low}, {high}]"
+    shown = value if is_concrete(value) else "a traced value"
+    return check(
+        value,
+        ok,
+        f"`{name}` must {'be ' if high is None else ''}{allowed}, got {shown}.",
+    )
+
+
 def check_count(
     value: object, name: str, *, minimum: int = 1, maximum: int | None = None
 ) -> int:
@@ -105,18 +121,25 @@ def check_time_range(t_min: float, t_max: float = 1.0, path: object = None) -> N
         raise ValueError(f"`t_min` must lie in [0, 1), got {t_min}.")
     if t_min == 0:
         sigma = getattr(path, "sigma", None)
-        if sigma is None or not (is_concrete(s := sigma(0.0)) and float(s) > 0):
+        at_zero = None if sigma is None else sigma(0.0)
+        if at_zero is None or not is_concrete(at_zero) or not float(at_zero) > 0:
             name = type(path).__name__ if path is not None else "this sampler"
+            why = (
+                "whose sigma(0) is 0 (the score diverges at the data)"
+                if at_zero is not None and is_concrete(at_zero)
+                else "where sigma(0) > 0 cannot be checked (a traced path)"
+            )
             raise ValueError(
-                f"`t_min` must be > 0 on {name}, whose sigma(0) is 0 (the score "
-                "diverges at the data); t_min = 0 is allowed on paths with "
-                "sigma(0) > 0 such as VEPath and EDMPath."
+                f"`t_min` must be > 0 on {name}, {why}; t_min = 0 is allowed on "
+                "paths with sigma(0) > 0 such as VEPath and EDMPath."
             )
     if not t_min < t_max <= 1:
         raise ValueError(f"`t_max` must lie in (t_min, 1] = ({t_min}, 1], got {t_max}.")
 
 
-def check_log_snr_ends(value: ArrayLike, ends: Array, path: object) -> Array:
+def check_log_snr_ends(
+    value: ArrayLike, ends: Array, path: object, t_max: float, t_min: float
+) -> Array:
     """`value`, with an error unless the log-SNR `ends` (at `t_max` and `t_min`,
     or any multiple of them) are finite: alpha(t_max) > 0 and sigma(t_min) > 0."""
     return check(
@@ -124,7 +147,8 @@ def check_log_snr_ends(value: ArrayLike, ends: Array, path: object) -> Array:
         jnp.all(jnp.isfinite(ends)),
         f"`t_max`, `t_min`: {type(path).__name__} needs alpha(t_max) > 0 and "
         "sigma(t_min) > 0 for a finite log-SNR at both ends (paths with "
-        "alpha(1) = 0, such as CosinePath and LinearPath, need t_max < 1).",
+        "alpha(1) = 0, such as CosinePath and LinearPath, need t_max < 1), got "
+        f"t_max={t_max}, t_min={t_min}.",
     )
 
 

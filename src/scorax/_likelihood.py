@@ -72,8 +72,8 @@ def log_likelihood(
     stepsize_controller: dfx.AbstractStepSizeController = dfx.PIDController(
         rtol=1e-5, atol=1e-5
     ),
-    num_steps: int = 100,
-    max_steps: int = 4096,
+    num_steps: IntScalarLike = 100,
+    max_steps: IntScalarLike = 4096,
     t_min: float = 1e-3,
     t_max: float = 1.0,
     parameterisation: AbstractParameterisation = NoisePrediction(),
@@ -137,7 +137,7 @@ def log_likelihood(
     A [`LikelihoodResult`][scorax.LikelihoodResult].
     """
     check_time_range(t_min, t_max, path)
-    check_solver_options(solver, num_steps, max_steps)
+    num_steps, max_steps = check_solver_options(solver, num_steps, max_steps)
     num_probes = check_count(num_probes, "num_probes")
     x = check_start(x)
     check_model(model, x, jnp.asarray(t_min, x.dtype))

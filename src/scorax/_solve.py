@@ -43,10 +43,11 @@ def evaluations_per_step(solver: dfx.AbstractSolver) -> tuple[int, int]:
 
 def check_solver_options(
     solver: dfx.AbstractSolver, num_steps: IntScalarLike, max_steps: IntScalarLike
-) -> None:
+) -> tuple[int, int]:
+    """`(num_steps, max_steps)` as Python integers, once `solver` is one whose
+    evaluations scorax can count."""
     evaluations_per_step(solver)
-    num_steps = check_count(num_steps, "num_steps")
-    max_steps = check_count(max_steps, "max_steps")
+    return check_count(num_steps, "num_steps"), check_count(max_steps, "max_steps")
 
 
 def brownian_motion(

@@ -1,37 +1,41 @@
-r"""The shape of a fixed-grid sampler: a problem to sample, and a solver that
+r"""The shape of a fixed-grid sampler: a problem to sample, and a sampler that
 steps a state from one grid point to the next.
 
-Like a Diffrax solver, a sampler holds only its method's options; what it is
-applied to (the model, its path, the time interval) is the
-[`Problem`][], and the loop that drives it (`scorax._sampler._loop.run`) does
-what every sampler shares: the model check, the scan, the trajectory, the final
-denoising step, the finiteness check and the evaluation count.
+Like a Diffrax solver, a sampler holds its method's options; what it is applied
+to (the model, its path, the time interval) is the `Problem`, and the loop that
+drives it (`run`, in `_loop.py`) does what every sampler shares: the checks of
+the start, the model and the key, the scan, the trajectory, the final denoising
+step, the finiteness check and the evaluation count. Optional parts of a method
+are marker bases, as in Diffrax (`AbstractAdaptiveSolver`): a method with a
+final denoising step is an `AbstractDenoisingSampler`, one whose last step is of
+another kind an `AbstractLastStepSampler`.
 """
 
 import abc
-from typing import ClassVar, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import equinox as eqx
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from .._checks import check_model, check_time_range
+from .._checks import check_time_range
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
-from .._predict import Model, predict, ScoreFn
+from .._predict import Model, predict
 
 
 _State = TypeVar("_State")
 
 
 class Problem(eqx.Module):
-    """What is sampled: a model, the path (or DDPM schedule) it was trained on,
-    what it predicts, and the time interval of a continuous path."""
+    """What is sampled: a model `model(x, t)`, the path (or DDPM schedule) it was
+    trained on (`None` for a model of noise levels), what it predicts, and the
+    time interval of a continuous path."""
 
-    model: Model | ScoreFn
+    model: Model
     path: AbstractGaussianPath | DDPMSchedule | None = None
     parameterisation: AbstractParameterisation = NoisePrediction()
-    t_min: float = eqx.field(static=True, default=1e-3)
-    t_max: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=1e-3, converter=float)
+    t_max: float = eqx.field(static=True, default=1.0, converter=float)
 
     def __check_init__(self):
         if isinstance(self.path, DDPMSchedule):
@@ -55,7 +59,7 @@ class Problem(eqx.Module):
     def read(self, x: Array, t: Array, target: AbstractParameterisation) -> Array:
         """`model(x, t)` read as `target` on the model's path (one evaluation)."""
         return predict(
-            self.model,  # pyright: ignore[reportArgumentType]
+            self.model,
             self.model_path,
             x,
             t,
@@ -69,29 +73,23 @@ class AbstractSampler(eqx.Module, Generic[_State]):
     the data end: `init` a state at the first point, `step` it from each point
     to the next, read the `sample` it holds.
 
-    `name` is the public function that runs it, for error messages;
-    `can_denoise` marks methods with a final denoising step (`denoise`);
-    `final_step_differs` marks methods whose last step is of another kind (EDM's
-    Euler step to noise level 0): the loop then scans all steps but the last
-    with `step` and takes the last with `final_step`.
+    `name` is the public function that runs it, for error messages.
     """
 
-    name: ClassVar[str]
-    can_denoise: ClassVar[bool] = False
-    final_step_differs: ClassVar[bool] = False
+    name: eqx.AbstractClassVar[str]
 
     @abc.abstractmethod
     def evaluations(self, num_steps: int) -> int:
         """The model evaluations of `num_steps` steps, before any denoising step."""
 
     @abc.abstractmethod
+    def needs_key(self) -> bool:
+        """Whether the method draws noise with these options."""
+
+    @abc.abstractmethod
     def grid(self, problem: Problem, num_steps: int, dtype) -> PyTree[Array]:
         """The `num_steps + 1` grid points, stacked along a leading axis; each has
-        a field `t`, the time the trajectory reports."""
-
-    def check(self, problem: Problem, x: Array, grid: PyTree[Array]) -> None:
-        """Raise `ValueError` unless the model maps `x` to an array like it."""
-        check_model(problem.model, x, grid.t[0])
+        a field `t`, the model's time there, which the trajectory reports."""
 
     @abc.abstractmethod
     def init(self, problem: Problem, x: Array, grid: PyTree[Array]) -> _State:
@@ -110,7 +108,39 @@ class AbstractSampler(eqx.Module, Generic[_State]):
         """The state at grid point `t` from the state at `s` (step `index`), and
         the sample at `s` that the trajectory records."""
 
-    def final_step(
+    @abc.abstractmethod
+    def sample(self, state: _State, node: PyTree[Array]) -> Array:
+        """The sample a state holds at grid point `node`."""
+
+
+class AbstractMarkovSampler(AbstractSampler[Array]):
+    """A sampler whose state is the sample itself: each step depends on the
+    current sample alone (no history)."""
+
+    def init(self, problem: Problem, x: Array, grid: PyTree[Array]) -> Array:
+        return x
+
+    def sample(self, state: Array, node: PyTree[Array]) -> Array:
+        return state
+
+
+class AbstractDenoisingSampler(AbstractSampler[_State]):
+    """A sampler that may finish with Tweedie's posterior mean at its last grid
+    point (`denoise=True` of its function)."""
+
+    @abc.abstractmethod
+    def denoise(self, problem: Problem, x: Array, node: PyTree[Array]) -> Array:
+        """The posterior mean of the data given `x` at grid point `node` (one
+        evaluation)."""
+
+
+class AbstractLastStepSampler(AbstractSampler[_State]):
+    """A sampler whose last step is of another kind than the others (EDM's Euler
+    step to noise level 0): the loop scans the others with `step` and takes the
+    last with `last_step`."""
+
+    @abc.abstractmethod
+    def last_step(
         self,
         problem: Problem,
         state: _State,
@@ -119,24 +149,4 @@ class AbstractSampler(eqx.Module, Generic[_State]):
         key: PRNGKeyArray,
         index: Array,
     ) -> tuple[_State, Array]:
-        """The last step, where `final_step_differs`."""
-        return self.step(problem, state, s, t, key, index)
-
-    @abc.abstractmethod
-    def sample(self, state: _State, node: PyTree[Array]) -> Array:
-        """The sample a state holds at grid point `node`."""
-
-    def denoise(self, problem: Problem, x: Array, node: PyTree[Array]) -> Array:
-        """Tweedie's posterior mean at the last grid point (one evaluation), for
-        methods that `can_denoise`."""
-        raise NotImplementedError
-
-
-class AbstractSampleState(AbstractSampler[Array]):
-    """A sampler whose state is the sample itself."""
-
-    def init(self, problem: Problem, x: Array, grid: PyTree[Array]) -> Array:
-        return x
-
-    def sample(self, state: Array, node: PyTree[Array]) -> Array:
-        return state
+        """The last step, with the arguments and results of `step`."""

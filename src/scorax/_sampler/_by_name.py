@@ -3,6 +3,7 @@ that suit them, for code that picks a sampler at run time (a command line, a
 configuration file, a sweep over samplers)."""
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
@@ -14,7 +15,7 @@ from .._checks import check_choice, check_count, check_time_range, is_concrete
 from .._custom_types import IntScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule, VPPath
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractDenoisingSampler, AbstractSampler, Problem
 from ._ddpm import DDIM, DDPM
 from ._dpm import DPMSolver
 from ._dpm_pp import DPMSolverPP
@@ -41,88 +42,108 @@ class SamplerEntry(NamedTuple):
 
     **Fields:**
 
-    - `description`: what it runs, in words.
+    - `description`: what it runs, in words, with the function it calls.
     - `num_steps`: its default number of steps (`None`: adaptive steps).
-    - `sampler`: the method, with its options: a scorax fixed-grid sampler, or
-      the Diffrax solver of the reverse SDE (`"sde"`) or the probability-flow ODE
-      (`"ode"`).
-    - `takes_data_std`: whether `get_sampler`'s `data_std` sets the sampler's.
     """
 
     description: str
     num_steps: int | None
+
+
+class _Entry(NamedTuple):
+    """A row of the table: its public part, the method with its options (a
+    scorax sampler, or the Diffrax solver of the reverse SDE or the
+    probability-flow ODE), and whether `get_sampler`'s `data_std` sets the
+    method's."""
+
+    entry: SamplerEntry
     sampler: AbstractSampler | dfx.AbstractSolver
     takes_data_std: bool = False
 
 
-# The samplers by name. The table in the docstring of `get_sampler` shows the
-# same (a test checks that it does).
-_SAMPLERS: dict[str, SamplerEntry] = {
-    "sde": SamplerEntry(
-        "reverse SDE, Euler-Maruyama (reverse_sde_sample)", 500, dfx.Euler()
-    ),
-    "ode": SamplerEntry(
-        "probability-flow ODE, adaptive Tsit5 (probability_flow_sample)",
-        None,
-        dfx.Tsit5(),
-    ),
-    "pc": SamplerEntry(
-        "predictor-corrector (predictor_corrector_sample)", 250, PredictorCorrector()
-    ),
-    "edm": SamplerEntry("Heun, Karras et al. (edm_sample)", 40, EDMHeun()),
-    "ddim": SamplerEntry("DDIM, eta = 0 (ddim_sample; VPPath only)", 100, DDIM()),
-    "ddpm": SamplerEntry("ancestral DDPM (ddpm_sample; VPPath only)", 1000, DDPM()),
-    "dpm1": SamplerEntry(
-        "DPM-Solver-1, DDIM on any path (dpm_solver_sample)", 20, DPMSolver(order=1)
-    ),
-    "dpm2": SamplerEntry(
-        "DPM-Solver-2, 2 evaluations a step (dpm_solver_sample)",
-        10,
-        DPMSolver(order=2),
-    ),
-    "dpm3": SamplerEntry(
-        "DPM-Solver-3, 3 evaluations a step (dpm_solver_sample)",
-        7,
-        DPMSolver(order=3),
-    ),
-    "dpm2m": SamplerEntry(
-        "DPM-Solver++(2M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=2)
-    ),
-    "dpm3m": SamplerEntry(
-        "DPM-Solver++(3M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=3)
-    ),
-    "dpm3m-unic": SamplerEntry(
-        "DPM-Solver++(3M) with UniC (dpm_solver_pp_sample)",
-        20,
-        DPMSolverPP(order=3, corrector=True),
-    ),
-    "dpm3m-time": SamplerEntry(
-        "DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time "
-        "grid, with data_std (dpm_solver_pp_sample)",
-        20,
-        DPMSolverPP(
-            order=3,
-            corrector=True,
-            spacing="time_quadratic",
-            interpolation="time",
+def _row(
+    description: str,
+    num_steps: int | None,
+    sampler: AbstractSampler | dfx.AbstractSolver,
+    takes_data_std: bool = False,
+) -> _Entry:
+    return _Entry(SamplerEntry(description, num_steps), sampler, takes_data_std)
+
+
+@functools.cache
+def _samplers() -> dict[str, _Entry]:
+    """The samplers by name, built on first use (building them touches JAX,
+    which `import scorax` must not, so that `jax.distributed.initialize` can
+    still run after it). The table in the docstring of `get_sampler` shows the
+    same (a test checks that it does)."""
+    return {
+        "sde": _row(
+            "reverse SDE, Euler-Maruyama (reverse_sde_sample)", 500, dfx.Euler()
         ),
-        takes_data_std=True,
-    ),
-    "dpm2m-sde": SamplerEntry(
-        "DPM-Solver++(2M) SDE (dpm_solver_pp_sample)",
-        50,
-        DPMSolverPP(order=2, stochastic=True),
-    ),
-}
+        "ode": _row(
+            "probability-flow ODE, adaptive Tsit5 (probability_flow_sample)",
+            None,
+            dfx.Tsit5(),
+        ),
+        "pc": _row(
+            "predictor-corrector (predictor_corrector_sample)",
+            250,
+            PredictorCorrector(),
+        ),
+        "edm": _row("Heun, Karras et al. (edm_sample)", 40, EDMHeun()),
+        "ddim": _row("DDIM, eta = 0 (ddim_sample; VPPath only)", 100, DDIM()),
+        "ddpm": _row("ancestral DDPM (ddpm_sample; VPPath only)", 1000, DDPM()),
+        "dpm1": _row(
+            "DPM-Solver-1, DDIM on any path (dpm_solver_sample)", 20, DPMSolver(order=1)
+        ),
+        "dpm2": _row(
+            "DPM-Solver-2, 2 evaluations a step (dpm_solver_sample)",
+            10,
+            DPMSolver(order=2),
+        ),
+        "dpm3": _row(
+            "DPM-Solver-3, 3 evaluations a step (dpm_solver_sample)",
+            7,
+            DPMSolver(order=3),
+        ),
+        "dpm2m": _row(
+            "DPM-Solver++(2M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=2)
+        ),
+        "dpm3m": _row(
+            "DPM-Solver++(3M) (dpm_solver_pp_sample)", 20, DPMSolverPP(order=3)
+        ),
+        "dpm3m-unic": _row(
+            "DPM-Solver++(3M) with UniC (dpm_solver_pp_sample)",
+            20,
+            DPMSolverPP(order=3, corrector=True),
+        ),
+        "dpm3m-time": _row(
+            "DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time "
+            "grid, with data_std (dpm_solver_pp_sample)",
+            20,
+            DPMSolverPP(
+                order=3,
+                corrector=True,
+                spacing="time_quadratic",
+                interpolation="time",
+            ),
+            takes_data_std=True,
+        ),
+        "dpm2m-sde": _row(
+            "DPM-Solver++(2M) SDE (dpm_solver_pp_sample)",
+            50,
+            DPMSolverPP(order=2, stochastic=True),
+        ),
+    }
 
 
 def sampler_table() -> Mapping[str, SamplerEntry]:
     """The samplers [`get_sampler`][scorax.get_sampler] knows, by name: a
     read-only mapping from each name to its
-    [`SamplerEntry`][scorax.SamplerEntry] (description, default number of steps
-    and the method with its options), in the order of `get_sampler`'s table.
-    For command lines and sweeps that list or describe the samplers."""
-    return MappingProxyType(_SAMPLERS)
+    [`SamplerEntry`][scorax.SamplerEntry] (description and default number of
+    steps), in the order of `get_sampler`'s table. For command lines and sweeps
+    that list or describe the samplers."""
+    return MappingProxyType({name: row.entry for name, row in _samplers().items()})
 
 
 class _Settings(NamedTuple):
@@ -175,7 +196,7 @@ def _diffrax(name: str, solver: dfx.AbstractSolver, s: _Settings) -> Sampler:
     )
 
 
-def _fixed_grid(name: str, entry: SamplerEntry, s: _Settings) -> Sampler:
+def _fixed_grid(name: str, entry: _Entry, s: _Settings) -> Sampler:
     """A scorax sampler on the path, or on its DDPM schedule (ddim, ddpm)."""
     sampler = entry.sampler
     assert isinstance(sampler, AbstractSampler)
@@ -204,7 +225,7 @@ def _fixed_grid(name: str, entry: SamplerEntry, s: _Settings) -> Sampler:
             x,
             num_steps=num_steps,
             key=key,
-            denoise=sampler.can_denoise,
+            denoise=isinstance(sampler, AbstractDenoisingSampler),
             trajectory=False,
         )
 
@@ -265,7 +286,7 @@ def get_sampler(
     - `num_steps`: the number of steps, $\ge 1$; default: the table's.
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
     - `t_min`, `t_max`: the time interval of the samplers on a continuous path,
-      $0 < t_\text{min} < t_\text{max} \le 1$. The default `t_max` is 1, or 0.99
+      $0 \le t_\text{min} < t_\text{max} \le 1$ ($t_\text{min} = 0$ only on paths with $\sigma(0) > 0$). The default `t_max` is 1, or 0.99
       on a path with $\alpha(1) = 0$ ([`CosinePath`][scorax.CosinePath],
       [`LinearPath`][scorax.LinearPath]), whose SDE and log-SNR diverge at
       $t = 1$. `ddim` and `ddpm` run over the schedule's own times: leave both
@@ -298,8 +319,8 @@ def get_sampler(
         sampler(model, x1, jr.key(1)).sample
         ```
     """
-    check_choice(name, "name", tuple(_SAMPLERS))
-    entry = _SAMPLERS[name]
+    check_choice(name, "name", tuple(_samplers()))
+    entry = _samplers()[name]
     if num_steps is not None:
         num_steps = check_count(num_steps, "num_steps")
     on_schedule = isinstance(entry.sampler, (DDIM, DDPM))
@@ -313,7 +334,7 @@ def get_sampler(
         vanishes = is_concrete(alpha_one) and not float(alpha_one) > 0
         t_max = T_MAX_ALPHA_ZERO if vanishes else 1.0
     check_time_range(t_min, t_max, path)
-    steps = num_steps or entry.num_steps or _ADAPTIVE_FIRST_STEPS
+    steps = num_steps or entry.entry.num_steps or _ADAPTIVE_FIRST_STEPS
     settings = _Settings(
         path,
         steps,
@@ -321,7 +342,7 @@ def get_sampler(
         t_min,
         t_max,
         axis_name,
-        adaptive=num_steps is None and entry.num_steps is None,
+        adaptive=num_steps is None and entry.entry.num_steps is None,
         data_std=data_std,
     )
     if isinstance(entry.sampler, dfx.AbstractSolver):

@@ -1,17 +1,17 @@
 r"""Ancestral sampling on the discrete DDPM schedule: DDPM and DDIM."""
 
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_choice, check_count, is_concrete
+from .._checks import check_choice, check_count, check_range, is_concrete
 from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
 from .._predict import Model
-from ._abstract import AbstractSampleState, Problem
+from ._abstract import AbstractMarkovSampler, Problem
 from ._grid import ddim_steps
 from ._loop import run
 from ._result import SampleResult
@@ -37,10 +37,10 @@ def _noise(problem: Problem, x: Array, t: Array) -> Array:
     return problem.read(x, t, NoisePrediction())
 
 
-class DDPM(AbstractSampleState):
+class DDPM(AbstractMarkovSampler):
     """Ancestral DDPM over every step of the schedule; the state is the sample."""
 
-    name = "ddpm_sample"
+    name: ClassVar[str] = "ddpm_sample"
 
     variance: Literal["beta", "posterior"] = "beta"
 
@@ -49,6 +49,9 @@ class DDPM(AbstractSampleState):
 
     def evaluations(self, num_steps: int) -> int:
         return num_steps
+
+    def needs_key(self) -> bool:
+        return True
 
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Step:
         """Steps N, ..., 1 of the schedule, then the data at time 0."""
@@ -65,27 +68,37 @@ class DDPM(AbstractSampleState):
         zero = jnp.zeros((1,), dtype)
         return _Step(*(jnp.concatenate([a[::-1], zero]) for a in steps))
 
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Step,
+        t: _Step,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         x = state
         eps = _noise(problem, x, s.t)
         mean = (x - s.beta / jnp.sqrt(1 - s.alpha_cumprod) * eps) / jnp.sqrt(1 - s.beta)
         return mean + s.std * jr.normal(key, x.shape, x.dtype), x
 
 
-class DDIM(AbstractSampleState):
+class DDIM(AbstractMarkovSampler):
     """DDIM with noise `eta` on evenly spaced steps of the schedule; the state is
     the sample."""
 
-    name = "ddim_sample"
+    name: ClassVar[str] = "ddim_sample"
 
     eta: RealScalarLike = 0.0
 
     def __check_init__(self):
-        if is_concrete(self.eta) and not 0 <= float(self.eta) <= 1:
-            raise ValueError(f"`eta` must lie in [0, 1], got {float(self.eta)}.")
+        check_range(self.eta, "eta", low=0, high=1)
 
     def evaluations(self, num_steps: int) -> int:
         return num_steps
+
+    def needs_key(self) -> bool:
+        return not (is_concrete(self.eta) and float(self.eta) == 0)
 
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Step:
         """The steps tau_1 > ... > tau_S, then the data (alpha_bar = 1) at 0."""
@@ -103,12 +116,21 @@ class DDIM(AbstractSampleState):
         unused = jnp.zeros_like(times)
         return _Step(times, unused, cumprod, unused)
 
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Step,
+        t: _Step,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         x = state
         alpha_cumprod, alpha_previous = s.alpha_cumprod, t.alpha_cumprod
         eps = _noise(problem, x, s.t)
         x0 = (x - jnp.sqrt(1 - alpha_cumprod) * eps) / jnp.sqrt(alpha_cumprod)
-        sigma = jnp.asarray(self.eta, x.dtype) * jnp.sqrt(
+        eta = check_range(self.eta, "eta", low=0, high=1).astype(x.dtype)
+        sigma = eta * jnp.sqrt(
             (1 - alpha_previous)
             / (1 - alpha_cumprod)
             * (1 - alpha_cumprod / alpha_previous)
@@ -164,7 +186,7 @@ def ddpm_sample(
 
     A [`SampleResult`][scorax.SampleResult] with $x_0$; `num_evaluations` $= N$.
     """
-    sampler = DDPM(variance)
+    sampler = DDPM(variance=variance)
     return run(
         sampler,
         Problem(model, schedule, parameterisation),
@@ -228,9 +250,7 @@ def ddim_sample(
     """
     num_steps = schedule.num_steps if num_steps is None else num_steps
     num_steps = check_count(num_steps, "num_steps")
-    sampler = DDIM(eta)
-    if key is None and not (is_concrete(eta) and float(eta) == 0):
-        raise ValueError("`key` is required when `eta` > 0 (DDIM adds noise).")
+    sampler = DDIM(eta=eta)
     return run(
         sampler,
         Problem(model, schedule, parameterisation),

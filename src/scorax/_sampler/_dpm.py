@@ -1,6 +1,8 @@
 r"""DPM-Solver (Lu et al. 2022a): single-step exponential integrators of order 1,
 2 or 3 for the probability-flow ODE, with the model read as noise."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
@@ -10,17 +12,17 @@ from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
-from ._abstract import AbstractSampleState, Problem
+from ._abstract import AbstractMarkovSampler, Problem
 from ._exponential import AbstractExponentialSampler
 from ._grid import Node, Spacing
 from ._loop import run
 from ._result import SampleResult
 
 
-class DPMSolver(AbstractExponentialSampler[Array], AbstractSampleState):
+class DPMSolver(AbstractExponentialSampler[Array], AbstractMarkovSampler):
     """DPM-Solver of order 1, 2 or 3; the state is the sample."""
 
-    name = "dpm_solver_sample"
+    name: ClassVar[str] = "dpm_solver_sample"
 
     order: int = eqx.field(default=3, converter=to_count)
     spacing: Spacing = "log_snr"
@@ -31,6 +33,9 @@ class DPMSolver(AbstractExponentialSampler[Array], AbstractSampleState):
 
     def evaluations(self, num_steps: int) -> int:
         return self.order * num_steps
+
+    def needs_key(self) -> bool:
+        return False
 
     def step(
         self,
@@ -142,7 +147,7 @@ def dpm_solver_sample(
     - `order`: 1, 2 or 3; default 3.
     - `spacing`: `"log_snr"` (default), `"time"`, `"time_quadratic"` or `"edm"`.
     - `rho`: $\rho > 0$ for `spacing="edm"`; default 7.
-    - `t_min`, `t_max`: the time interval, $0 < t_\text{min} < t_\text{max} \le 1$,
+    - `t_min`, `t_max`: the time interval, $0 \le t_\text{min} < t_\text{max} \le 1$ ($t_\text{min} = 0$ only on paths with $\sigma(0) > 0$),
       with $\alpha(t_\text{max}) > 0$ (paths with $\alpha(1) = 0$, `CosinePath` and
       `LinearPath`, need $t_\text{max} < 1$). With a `DDPMSchedule`, leave them
       at their defaults: the grid runs over the schedule's own steps.

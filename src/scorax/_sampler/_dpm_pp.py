@@ -2,7 +2,7 @@ r"""DPM-Solver++ (Lu et al. 2022b): multistep exponential integrators with the
 model read as data, one evaluation per step, with an optional UniC corrector
 (Zhao et al. 2023), and its SDE variant."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -76,7 +76,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
     (`stochastic`, order 1 or 2), UniC (`corrector`) and the residual after a
     Gaussian's linear part (`data_std`)."""
 
-    name = "dpm_solver_pp_sample"
+    name: ClassVar[str] = "dpm_solver_pp_sample"
 
     order: int = eqx.field(default=2, converter=to_count)
     stochastic: bool = False
@@ -119,6 +119,9 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
 
     def evaluations(self, num_steps: int) -> int:
         return num_steps
+
+    def needs_key(self) -> bool:
+        return self.stochastic
 
     def rule(self, problem: Problem, dtype) -> Rule:
         log_data_std = None
@@ -335,8 +338,6 @@ def dpm_solver_pp_sample(
     (+1 with `denoise`).
     """
     num_steps = check_count(num_steps, "num_steps")
-    if stochastic and key is None:
-        raise ValueError("`key` is required when `stochastic=True` (noise is added).")
     sampler = DPMSolverPP(
         order=order,
         stochastic=stochastic,

@@ -3,7 +3,7 @@ polynomial through the last values (data predictions, or their residuals after
 a Gaussian's linear part) against the step's exponential kernel, in closed form
 (Lu et al. 2022b) or by Gauss-Legendre quadrature."""
 
-from typing import Literal, NamedTuple
+from typing import get_args, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -15,7 +15,7 @@ from ._grid import AbstractNodes, Node
 
 
 Interpolation = Literal["log_snr", "time"]
-INTERPOLATIONS: tuple[str, ...] = ("log_snr", "time")
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
 # Gauss-Legendre nodes and weights on [-1, 1] for the weights that have no closed
 # form (interpolation in time, or a data standard deviation): 16 nodes integrate
 # the smooth integrands of a step to rounding in float64 (tested against the

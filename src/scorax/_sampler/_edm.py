@@ -1,13 +1,19 @@
 r"""The second-order (Heun) sampler of Karras et al. (2022), on any Gaussian path."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_count, check_log_snr_ends, check_positive, is_concrete
+from .._checks import (
+    check_count,
+    check_log_snr_ends,
+    check_positive,
+    check_range,
+    is_concrete,
+)
 from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
@@ -16,18 +22,21 @@ from .._parameterisation import (
 )
 from .._path import AbstractGaussianPath
 from .._predict import Model
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractLastStepSampler, Problem
 from ._grid import rho_levels
 from ._loop import run
 from ._result import SampleResult
 
 
 class _Level(NamedTuple):
-    """A noise level of the grid, its time, and the churn gamma applied there."""
+    """A noise level of the grid, its time and alpha there, the churn gamma
+    applied there, and the highest level (the cap of churned levels)."""
 
     t: Array
     level: Array
+    alpha: Array
     gamma: Array
+    top: Array
 
 
 def _path(problem: Problem) -> AbstractGaussianPath:
@@ -41,11 +50,11 @@ def _time(path: AbstractGaussianPath, level: Array) -> Array:
     return jnp.where(level > 0, path.inverse_noise_to_signal(level), 0.0)
 
 
-class EDMHeun(AbstractSampler[Array]):
+class EDMHeun(AbstractLastStepSampler[Array]):
     """Heun's method in the noise level on the rescaled variable x / alpha, with
     stochastic churn; the state is the rescaled sample."""
 
-    name = "edm_sample"
+    name: ClassVar[str] = "edm_sample"
 
     rho: RealScalarLike = 7.0
     churn: RealScalarLike = 0.0
@@ -53,15 +62,11 @@ class EDMHeun(AbstractSampler[Array]):
     churn_max: RealScalarLike = float("inf")
     churn_noise: RealScalarLike = 1.0
 
-    final_step_differs = True
-
     def __check_init__(self):
         check_positive(self.rho, "rho")
-        if is_concrete(self.churn) and not float(self.churn) >= 0:
-            raise ValueError(f"`churn` must be >= 0, got {float(self.churn)}.")
+        check_range(self.churn, "churn", low=0)
 
-    @property
-    def stochastic(self) -> bool:
+    def needs_key(self) -> bool:
         return not (is_concrete(self.churn) and float(self.churn) == 0)
 
     def evaluations(self, num_steps: int) -> int:
@@ -74,19 +79,24 @@ class EDMHeun(AbstractSampler[Array]):
         level_min = path.noise_to_signal(jnp.asarray(problem.t_min, dtype))
         ends = -2 * jnp.log(jnp.stack([level_max, level_min]))
         levels = check_log_snr_ends(
-            rho_levels(level_max, level_min, num_steps, rho), ends, path
+            rho_levels(level_max, level_min, num_steps, rho),
+            ends,
+            path,
+            problem.t_max,
+            problem.t_min,
         )
         in_range = (levels >= self.churn_min) & (levels <= self.churn_max)
-        churn = jnp.asarray(self.churn, dtype) / num_steps
+        churn = check_range(self.churn, "churn", low=0).astype(dtype) / num_steps
         gamma = jnp.where(in_range, jnp.minimum(churn, 2**0.5 - 1), 0)
-        times = jax.vmap(lambda level: _time(path, level))(levels)
-        return _Level(times.astype(dtype), levels, gamma)
+        times = jax.vmap(lambda level: _time(path, level))(levels).astype(dtype)
+        alphas = jax.vmap(path.alpha)(times)
+        return _Level(times, levels, alphas, gamma, jnp.full_like(levels, levels[0]))
 
     def init(self, problem: Problem, x: Array, grid: _Level) -> Array:
         return x / _path(problem).alpha(jnp.asarray(problem.t_max, x.dtype))
 
     def sample(self, state: Array, node: _Level) -> Array:
-        return state
+        return node.alpha * state
 
     def _denoised(self, problem: Problem, x_scaled: Array, level: Array) -> Array:
         path = _path(problem)
@@ -98,29 +108,42 @@ class EDMHeun(AbstractSampler[Array]):
     ) -> tuple[Array, Array, Array, Array]:
         """The churned start, its level, the slope there and the Euler step."""
         x_hat, level_hat = x_scaled, s.level
-        if self.stochastic:
-            path = _path(problem)
-            level_max = path.noise_to_signal(jnp.asarray(problem.t_max, x_scaled.dtype))
-            level_hat = jnp.minimum(s.level * (1 + s.gamma), level_max)
+        if self.needs_key():
+            # Never above the grid's top level: the model is not called past
+            # t_max, and the top level churned adds no noise from rounding.
+            level_hat = jnp.minimum(s.level * (1 + s.gamma), s.top)
             z = jr.normal(key, x_scaled.shape, x_scaled.dtype)
             spread = jnp.sqrt(jnp.maximum(level_hat**2 - s.level**2, 0))
             x_hat = x_scaled + spread * self.churn_noise * z
         slope = (x_hat - self._denoised(problem, x_hat, level_hat)) / level_hat
         return x_hat, level_hat, slope, x_hat + (t.level - level_hat) * slope
 
-    def _saved(self, problem: Problem, x_scaled: Array, s: _Level) -> Array:
-        return _path(problem).alpha(s.t) * x_scaled
-
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Level,
+        t: _Level,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         x_hat, level_hat, slope, x_next = self._euler(problem, state, s, t, key)
         next_slope = (x_next - self._denoised(problem, x_next, t.level)) / t.level
         x_next = x_hat + (t.level - level_hat) * (slope + next_slope) / 2
-        return x_next, self._saved(problem, state, s)
+        return x_next, self.sample(state, s)
 
-    def final_step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def last_step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Level,
+        t: _Level,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         """Euler to noise level 0: the denoiser's output."""
         *_, final = self._euler(problem, state, s, t, key)
-        return final, self._saved(problem, state, s)
+        return final, self.sample(state, s)
 
 
 def edm_sample(
@@ -183,7 +206,7 @@ def edm_sample(
     - `num_steps`: $N \ge 1$; default 18, the paper's CIFAR-10 setting.
     - `rho`: $\rho > 0$; default 7.
     - `t_min`, `t_max`: the times of the first and last noise levels,
-      $0 < t_\text{min} < t_\text{max} \le 1$, with $\alpha(t_\text{max}) > 0$.
+      $0 \le t_\text{min} < t_\text{max} \le 1$ ($t_\text{min} = 0$ only on paths with $\sigma(0) > 0$), with $\alpha(t_\text{max}) > 0$.
     - `churn`, `churn_min`, `churn_max`, `churn_noise`: $S_\text{churn} \ge 0$
       (default 0, deterministic), $S_\text{tmin}$, $S_\text{tmax}$ (in units of
       $\tilde\sigma$) and $S_\text{noise}$.
@@ -197,9 +220,13 @@ def edm_sample(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` $= 2N - 1$.
     """
     num_steps = check_count(num_steps, "num_steps")
-    sampler = EDMHeun(rho, churn, churn_min, churn_max, churn_noise)
-    if sampler.stochastic and key is None:
-        raise ValueError("`key` is required when `churn` > 0 (the sampler adds noise).")
+    sampler = EDMHeun(
+        rho=rho,
+        churn=churn,
+        churn_min=churn_min,
+        churn_max=churn_max,
+        churn_noise=churn_noise,
+    )
     return run(
         sampler,
         Problem(model, path, parameterisation, t_min, t_max),

@@ -10,18 +10,16 @@ from jaxtyping import Array
 from .._checks import check_choice, check_positive
 from .._custom_types import RealScalarLike
 from .._parameterisation import NoisePrediction
-from ._abstract import AbstractSampler, Problem
+from ._abstract import AbstractDenoisingSampler, Problem
 from ._grid import AbstractNodes, Node, nodes_of, SPACINGS
 
 
 _State = TypeVar("_State")
 
 
-class AbstractExponentialSampler(AbstractSampler[_State]):
+class AbstractExponentialSampler(AbstractDenoisingSampler[_State]):
     """An exponential integrator on a grid of nodes spaced by `spacing` (and
     `rho` for `"edm"`), on any Gaussian path or the DDPM schedule."""
-
-    can_denoise = True
 
     spacing: eqx.AbstractVar[str]
     rho: eqx.AbstractVar[RealScalarLike]

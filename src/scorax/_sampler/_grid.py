@@ -8,7 +8,7 @@ the schedule's own steps.
 """
 
 import abc
-from typing import Literal, NamedTuple
+from typing import get_args, Literal, NamedTuple
 
 import equinox as eqx
 import jax
@@ -21,7 +21,7 @@ from .._path import AbstractGaussianPath, DDPMSchedule
 
 
 Spacing = Literal["log_snr", "time", "time_quadratic", "edm"]
-SPACINGS: tuple[str, ...] = ("log_snr", "time", "time_quadratic", "edm")
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 
 
 def uniform_times(
@@ -48,8 +48,8 @@ def rho_levels(
     fraction = jnp.linspace(0, 1, num_levels, dtype=level_max.dtype)
     low, high = level_min ** (1 / rho), level_max ** (1 / rho)
     levels = (high + fraction * (low - high)) ** rho
-    if num_levels == 1:
-        levels = level_max[None]
+    # The first level exactly `level_max`, whatever the rounding of the powers.
+    levels = levels.at[0].set(level_max)
     return jnp.concatenate([levels, jnp.zeros((1,), level_max.dtype)])
 
 
@@ -135,7 +135,8 @@ class PathNodes(AbstractNodes):
             # The ends exactly where asked, whatever the rounding of the inverse.
             times = times.at[0].set(start).at[-1].set(end)
         nodes = jax.vmap(self._at_time)(times)
-        ell = check_log_snr_ends(nodes.ell, nodes.ell[jnp.array([0, -1])], self.path)
+        ends = nodes.ell[jnp.array([0, -1])]
+        ell = check_log_snr_ends(nodes.ell, ends, self.path, t_max, t_min)
         return nodes._replace(ell=ell)
 
 

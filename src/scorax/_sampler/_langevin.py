@@ -1,17 +1,16 @@
 r"""Langevin-type samplers: unadjusted Langevin and annealed Langevin (NCSN)."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_count, check_model, check_positive, is_concrete, to_count
+from .._checks import check, check_count, check_positive, is_concrete, to_count
 from .._custom_types import IntScalarLike, RealScalarLike
 from .._predict import Model, ScoreFn
-from ._abstract import AbstractSampleState, Problem
+from ._abstract import AbstractDenoisingSampler, AbstractMarkovSampler, Problem
 from ._loop import run
 from ._result import SampleResult
 
@@ -33,11 +32,33 @@ class _Point(NamedTuple):
     t: Array
 
 
-class Langevin(AbstractSampleState):
-    """Unadjusted Langevin with step size `step_size` for a score `model(x)`;
-    the grid holds the times k * step_size of the diffusion it approximates."""
+class _TimeFree(eqx.Module):
+    """A score `score_fn(x)` of a fixed density, as a model `model(x, t)`."""
 
-    name = "langevin"
+    score_fn: ScoreFn
+
+    def __call__(self, x: Array, t: Array) -> Array:
+        return self.score_fn(x)
+
+
+def _check_sigmas(sigmas: Array) -> Array:
+    if sigmas.ndim != 1 or sigmas.shape[0] < 1:
+        raise ValueError(f"`sigmas` must be a 1-D array of levels, got {sigmas.shape}.")
+    shown = sigmas if is_concrete(sigmas) else "traced values"
+    return check(
+        sigmas,
+        jnp.all(sigmas > 0) & jnp.all(jnp.diff(sigmas) < 0),
+        "`sigmas` must be positive and strictly decreasing (largest first, as "
+        f"scorax.geometric_sigmas returns them), got {shown}.",
+    )
+
+
+class Langevin(AbstractMarkovSampler):
+    """Unadjusted Langevin with step size `step_size` for a score of a fixed
+    density; the grid holds the times k * step_size of the diffusion it
+    approximates."""
+
+    name: ClassVar[str] = "langevin"
 
     step_size: RealScalarLike
 
@@ -47,46 +68,42 @@ class Langevin(AbstractSampleState):
     def evaluations(self, num_steps: int) -> int:
         return num_steps
 
+    def needs_key(self) -> bool:
+        return True
+
     def _step_size(self, dtype) -> Array:
         return check_positive(self.step_size, "step_size").astype(dtype)
 
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Point:
         return _Point(self._step_size(dtype) * jnp.arange(num_steps + 1, dtype=dtype))
 
-    def check(self, problem: Problem, x: Array, grid: _Point) -> None:
-        check_model(problem.model, x)
-
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
-        score = problem.model(state)  # pyright: ignore[reportCallIssue]
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Point,
+        t: _Point,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
+        score = problem.model(state, s.t)
         step_size = self._step_size(state.dtype)
         return langevin_step(state, score, step_size, key), state
 
 
-class AnnealedLangevin(AbstractSampleState):
+class AnnealedLangevin(AbstractMarkovSampler, AbstractDenoisingSampler[Array]):
     """Annealed Langevin over the levels `sigmas`, `steps_per_level` steps each,
     for a noise-conditional score `model(x, sigma)`; the grid holds the level of
     each step."""
 
-    name = "annealed_langevin"
-    can_denoise = True
+    name: ClassVar[str] = "annealed_langevin"
 
     sigmas: Float[Array, " num_levels"]
     step_size: RealScalarLike = 2e-5
     steps_per_level: int = eqx.field(default=100, converter=to_count)
 
     def __check_init__(self):
-        sigmas = self.sigmas
-        if sigmas.ndim != 1 or sigmas.shape[0] < 1:
-            raise ValueError(
-                f"`sigmas` must be a 1-D array of levels, got {sigmas.shape}."
-            )
-        if is_concrete(sigmas):
-            levels = np.asarray(sigmas)
-            if not (np.all(levels > 0) and np.all(np.diff(levels) < 0)):
-                raise ValueError(
-                    "`sigmas` must be positive and strictly decreasing (largest "
-                    f"first, as scorax.geometric_sigmas returns them), got {levels}."
-                )
+        _check_sigmas(self.sigmas)
         check_count(self.steps_per_level, "steps_per_level")
         check_positive(self.step_size, "step_size")
 
@@ -97,23 +114,35 @@ class AnnealedLangevin(AbstractSampleState):
     def evaluations(self, num_steps: int) -> int:
         return num_steps
 
+    def needs_key(self) -> bool:
+        return True
+
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Point:
-        sigmas = self.sigmas.astype(dtype)
+        """The first level, then the level of each step (`num_steps` is the
+        levels' count times `steps_per_level`)."""
+        sigmas = _check_sigmas(self.sigmas).astype(dtype)
         levels = jnp.repeat(sigmas, self.steps_per_level)
         return _Point(jnp.concatenate([sigmas[:1], levels]))
 
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Point,
+        t: _Point,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         """A Langevin step at the level of `t`, the level this step runs at."""
         dtype = state.dtype
         step_size = check_positive(self.step_size, "step_size").astype(dtype)
         alpha = step_size * (t.t / self.sigmas[-1].astype(dtype)) ** 2
-        score = problem.model(state, t.t)  # pyright: ignore[reportCallIssue]
+        score = problem.model(state, t.t)
         return langevin_step(state, score, alpha / 2, key), state
 
     def denoise(self, problem: Problem, x: Array, node: _Point) -> Array:
         """Tweedie's posterior mean at the smallest level."""
-        score = problem.model(x, node.t)  # pyright: ignore[reportCallIssue]
-        return x + node.t**2 * score
+        return x + node.t**2 * problem.model(x, node.t)
 
 
 def langevin(
@@ -154,8 +183,8 @@ def langevin(
     """
     num_steps = check_count(num_steps, "num_steps")
     return run(
-        Langevin(step_size),
-        Problem(score_fn),
+        Langevin(step_size=step_size),
+        Problem(_TimeFree(score_fn)),
         x,
         num_steps=num_steps,
         key=key,
@@ -211,7 +240,9 @@ def annealed_langevin(
     A [`SampleResult`][scorax.SampleResult]; `num_evaluations` is $LT$, plus one
     with `denoise`.
     """
-    sampler = AnnealedLangevin(sigmas, step_size, steps_per_level)
+    sampler = AnnealedLangevin(
+        sigmas=sigmas, step_size=step_size, steps_per_level=steps_per_level
+    )
     return run(
         sampler,
         Problem(model),

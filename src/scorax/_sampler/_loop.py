@@ -5,8 +5,13 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_finite, check_start
-from ._abstract import AbstractSampler, Problem
+from .._checks import check_finite, check_model, check_start
+from ._abstract import (
+    AbstractDenoisingSampler,
+    AbstractLastStepSampler,
+    AbstractSampler,
+    Problem,
+)
 from ._result import SampleResult
 
 
@@ -20,23 +25,30 @@ def run(
     denoise: bool,
     trajectory: bool,
 ) -> SampleResult:
-    """Sample `problem` from `x` with `num_steps` steps of `sampler`: build its
-    grid, check the starting point and the model, scan the steps (one key each, split from `key`),
-    optionally denoise at the last grid point, and check the result is finite.
-    """
-    if denoise and not sampler.can_denoise:
-        raise ValueError(f"{sampler.name} has no final denoising step.")
+    """Sample `problem` from `x` with `sampler` on its grid of `num_steps` steps:
+    check the key, the start and the model, scan the steps (one key each, split
+    from `key`), optionally denoise at the last grid point, and check the result
+    is finite."""
+    if key is None:
+        if sampler.needs_key():
+            raise ValueError(
+                f"`key` is required: {sampler.name} draws noise with these settings."
+            )
+        key = jr.key(0)  # unused: nothing is drawn
+    if denoise and not isinstance(sampler, AbstractDenoisingSampler):
+        raise ValueError(f"`denoise`: {sampler.name} has no final denoising step.")
     x = check_start(x)
     grid = sampler.grid(problem, num_steps, x.dtype)
-    sampler.check(problem, x, grid)
-    keys = jr.split(jr.key(0) if key is None else key, num_steps)
+    num_steps = grid.t.shape[0] - 1
+    check_model(problem.model, x, grid.t[0])
     inputs = (
         jax.tree.map(lambda a: a[:-1], grid),
         jax.tree.map(lambda a: a[1:], grid),
-        keys,
+        jr.split(key, num_steps),
         jnp.arange(num_steps),
     )
-    scanned = num_steps - 1 if sampler.final_step_differs else num_steps
+    last_differs = isinstance(sampler, AbstractLastStepSampler)
+    scanned = num_steps - 1 if last_differs else num_steps
 
     def body(state, inputs):
         state, saved = sampler.step(problem, state, *inputs)
@@ -47,16 +59,17 @@ def run(
         sampler.init(problem, x, grid),
         jax.tree.map(lambda a: a[:scanned], inputs),
     )
-    if scanned < num_steps:
-        last_inputs = jax.tree.map(lambda a: a[scanned], inputs)
-        state, saved = sampler.final_step(problem, state, *last_inputs)
+    if isinstance(sampler, AbstractLastStepSampler):
+        state, saved = sampler.last_step(
+            problem, state, *jax.tree.map(lambda a: a[-1], inputs)
+        )
         states = None if states is None else jnp.concatenate([states, saved[None]])
     last = jax.tree.map(lambda a: a[-1], grid)
     final = sampler.sample(state, last)
     if trajectory:
         assert states is not None
         states = jnp.concatenate([states, final[None]])
-    if denoise:
+    if isinstance(sampler, AbstractDenoisingSampler) and denoise:
         final = sampler.denoise(problem, final, last)
     return SampleResult(
         sample=check_finite(final, sampler.name),

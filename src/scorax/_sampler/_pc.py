@@ -1,6 +1,6 @@
 r"""The predictor-corrector sampler of Song et al. (2021), on any Gaussian path."""
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -18,7 +18,7 @@ from .._parameterisation import (
 )
 from .._path import AbstractGaussianPath
 from .._predict import Model
-from ._abstract import AbstractSampleState, Problem
+from ._abstract import AbstractDenoisingSampler, AbstractMarkovSampler, Problem
 from ._grid import uniform_times
 from ._loop import run
 from ._result import SampleResult
@@ -28,13 +28,12 @@ class _Time(NamedTuple):
     t: Array
 
 
-class PredictorCorrector(AbstractSampleState):
+class PredictorCorrector(AbstractMarkovSampler, AbstractDenoisingSampler[Array]):
     """The reverse-diffusion predictor and `corrector_steps` Langevin corrector
     steps with signal-to-noise ratio `snr`, on an evenly spaced time grid; the
     state is the sample."""
 
-    name = "predictor_corrector_sample"
-    can_denoise = True
+    name: ClassVar[str] = "predictor_corrector_sample"
 
     corrector_steps: int = eqx.field(default=1, converter=to_count)
     snr: RealScalarLike = 0.16
@@ -46,6 +45,9 @@ class PredictorCorrector(AbstractSampleState):
 
     def evaluations(self, num_steps: int) -> int:
         return num_steps * (1 + self.corrector_steps)
+
+    def needs_key(self) -> bool:
+        return True
 
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Time:
         return _Time(uniform_times(problem.t_max, problem.t_min, num_steps, dtype))
@@ -61,7 +63,15 @@ class PredictorCorrector(AbstractSampleState):
         step_size = 2 * retention * ratio**2
         return x + step_size * g + jnp.sqrt(2 * step_size) * z
 
-    def step(self, problem, state, s, t, key, index) -> tuple[Array, Array]:
+    def step(
+        self,
+        problem: Problem,
+        state: Array,
+        s: _Time,
+        t: _Time,
+        key: PRNGKeyArray,
+        index: Array,
+    ) -> tuple[Array, Array]:
         """From time `s.t` to the next, earlier time `t.t`."""
         path = problem.model_path
         x, now, then = state, s.t, t.t
@@ -143,7 +153,7 @@ def predictor_corrector_sample(
     - `corrector_steps`: Langevin steps after each predictor step, $\ge 0$ ($0$
       gives the predictor alone, "reverse diffusion"); default 1.
     - `snr`: $r > 0$; default 0.16, the paper's value for VE on CIFAR-10.
-    - `t_min`, `t_max`: the time interval, $0 < t_\text{min} < t_\text{max} \le 1$.
+    - `t_min`, `t_max`: the time interval, $0 \le t_\text{min} < t_\text{max} \le 1$ ($t_\text{min} = 0$ only on paths with $\sigma(0) > 0$).
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
     - `denoise`: finish with the posterior mean (one more model evaluation).
     - `trajectory`: also return the $N + 1$ states after each full step, with
@@ -159,7 +169,9 @@ def predictor_corrector_sample(
     """
     num_steps = check_count(num_steps, "num_steps")
     return run(
-        PredictorCorrector(corrector_steps, snr, axis_name),
+        PredictorCorrector(
+            corrector_steps=corrector_steps, snr=snr, axis_name=axis_name
+        ),
         Problem(model, path, parameterisation, t_min, t_max),
         x,
         num_steps=num_steps,

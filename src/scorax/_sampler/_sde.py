@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_finite, check_model, check_start, check_time_range
+from .._custom_types import IntScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
     DataPrediction,
@@ -31,8 +32,8 @@ def _integrate_backwards(
     key: PRNGKeyArray | None = None,
     solver: dfx.AbstractSolver,
     stepsize_controller: dfx.AbstractStepSizeController,
-    num_steps: int,
-    max_steps: int,
+    num_steps: IntScalarLike,
+    max_steps: IntScalarLike,
     t_min: float,
     t_max: float,
     parameterisation: AbstractParameterisation,
@@ -44,12 +45,13 @@ def _integrate_backwards(
     Diffrax solve in reversed time tau = t_max - t (with Brownian motion when a
     `diffusion` is given), the optional Tweedie step and the finiteness check."""
     check_time_range(t_min, t_max, path)
-    check_solver_options(solver, num_steps, max_steps)
+    num_steps, max_steps = check_solver_options(solver, num_steps, max_steps)
     x = check_start(x)
     check_model(model, x, jnp.asarray(t_max, x.dtype))
     brownian = None
     if diffusion is not None:
-        assert key is not None
+        if key is None:
+            raise ValueError(f"`key` is required: {name} draws noise.")
         brownian = brownian_motion(
             solver, stepsize_controller, t_max - t_min, num_steps, x, key
         )
@@ -89,8 +91,8 @@ def reverse_sde_sample(
     key: PRNGKeyArray,
     solver: dfx.AbstractSolver = dfx.Euler(),
     stepsize_controller: dfx.AbstractStepSizeController = dfx.ConstantStepSize(),
-    num_steps: int = 1000,
-    max_steps: int = 16384,
+    num_steps: IntScalarLike = 1000,
+    max_steps: IntScalarLike = 16384,
     t_min: float = 1e-3,
     t_max: float = 1.0,
     parameterisation: AbstractParameterisation = NoisePrediction(),
@@ -131,7 +133,7 @@ def reverse_sde_sample(
     - `num_steps`: $\ge 1$; default 1000.
     - `max_steps`: the most steps an adaptive solve may take; exceeding it is an
       error.
-    - `t_min`, `t_max`: the time interval, $0 < t_\text{min} < t_\text{max} \le 1$.
+    - `t_min`, `t_max`: the time interval, $0 \le t_\text{min} < t_\text{max} \le 1$ ($t_\text{min} = 0$ only on paths with $\sigma(0) > 0$).
       Stop at $t_\text{min} > 0$, where the score is finite; paths with
       $\alpha(1) = 0$ (`CosinePath`, `LinearPath`) need $t_\text{max} < 1$.
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
@@ -185,8 +187,8 @@ def probability_flow_sample(
     stepsize_controller: dfx.AbstractStepSizeController = dfx.PIDController(
         rtol=1e-5, atol=1e-5
     ),
-    num_steps: int = 100,
-    max_steps: int = 4096,
+    num_steps: IntScalarLike = 100,
+    max_steps: IntScalarLike = 4096,
     t_min: float = 1e-3,
     t_max: float = 1.0,
     parameterisation: AbstractParameterisation = NoisePrediction(),
