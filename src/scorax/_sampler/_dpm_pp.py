@@ -8,7 +8,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._checks import check, check_choice, check_count, to_count
@@ -17,34 +16,19 @@ from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
 from ._abstract import Problem
-from ._dpm_weights import (
+from ._exponential import AbstractExponentialSampler
+from ._grid import Node, Spacing
+from ._loop import run
+from ._multistep import (
     exponential_step,
     History,
     Interpolation,
     INTERPOLATIONS,
+    join,
     Rule,
+    step_orders,
 )
-from ._exponential import AbstractExponentialSampler
-from ._grid import Node, Spacing
-from ._loop import run
 from ._result import SampleResult
-
-
-def step_orders(
-    order: int, num_steps: int, lower_order_final: bool, corrector: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The order of each multistep step (warm-up from 1 and, with
-    `lower_order_final`, down to 1 again over the last steps), and whether each
-    step first corrects the one before: always with `corrector`, otherwise where
-    that step's order was below `order - 1` (the first step of 3M), so that no
-    step has a local error larger than O(h^order)."""
-    index = np.arange(num_steps)
-    orders = np.minimum(order, index + 1)
-    if lower_order_final:
-        orders = np.minimum(orders, num_steps - index)
-    before = np.concatenate([[0], orders[:-1]])
-    corrections = (before > 0) & (corrector | (before < order - 1))
-    return orders, corrections
 
 
 class _State(NamedTuple):
@@ -59,16 +43,6 @@ class _State(NamedTuple):
     count_before: Int[Array, ""]
     orders: Int[Array, " num_steps"]
     corrections: Array
-
-
-def _join(value: Array, node: Node, history: History, size: int) -> History:
-    """`value` at `node`, then the newest `size` of `history`."""
-    return History(
-        jnp.concatenate([value[None], history.values[:size]]),
-        jax.tree.map(
-            lambda a, b: jnp.concatenate([a[None], b[:size]]), node, history.nodes
-        ),
-    )
 
 
 class DPMSolverPP(AbstractExponentialSampler[_State]):
@@ -178,7 +152,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
             # UniC: the step into s again, with the value at s (the model
             # evaluated at the predicted x) added to its interpolant, one order
             # higher.
-            known = _join(r0, s, history, 3)
+            known = join(r0, s, history, 3)
             corrected = exponential_step(
                 rule,
                 state.x_before,
@@ -194,7 +168,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
         # model was evaluated (not re-evaluated at the corrected state; moving
         # only its linear part there would leave the residual's own x-dependence
         # behind, which on near-Gaussian data is about -c dx and costs accuracy).
-        history = _join(r0, s, history, 2)
+        history = join(r0, s, history, 2)
         x_t = exponential_step(
             rule, x, s, t, history.values, history.nodes, count, midpoint=True
         )

@@ -1,7 +1,9 @@
-r"""The weights of a multistep exponential step: the exact integral of the
-polynomial through the last values (data predictions, or their residuals after
-a Gaussian's linear part) against the step's exponential kernel, in closed form
-(Lu et al. 2022b) or by Gauss-Legendre quadrature."""
+r"""Multistep exponential steps: the history of interpolated values, the order
+of each step, and the weights of a step, the exact integral of the polynomial
+through the last values (data predictions, or their residuals after a
+Gaussian's linear part) against the step's exponential kernel, in closed form
+(Lu et al. 2022b) or by Gauss-Legendre quadrature. What DPM-Solver++ and any
+other multistep exponential integrator (UniPC, DEIS) build on."""
 
 from typing import get_args, Literal, NamedTuple
 
@@ -60,6 +62,33 @@ class History(NamedTuple):
 
     values: Array  # (3, *shape)
     nodes: Node  # of (3,) arrays
+
+
+def join(value: Array, node: Node, history: History, size: int) -> History:
+    """`value` at `node`, then the newest `size` of `history`."""
+    return History(
+        jnp.concatenate([value[None], history.values[:size]]),
+        jax.tree.map(
+            lambda a, b: jnp.concatenate([a[None], b[:size]]), node, history.nodes
+        ),
+    )
+
+
+def step_orders(
+    order: int, num_steps: int, lower_order_final: bool, corrector: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The order of each multistep step (warm-up from 1 and, with
+    `lower_order_final`, down to 1 again over the last steps), and whether each
+    step first corrects the one before: always with `corrector`, otherwise where
+    that step's order was below `order - 1` (the first step of 3M), so that no
+    step has a local error larger than O(h^order)."""
+    index = np.arange(num_steps)
+    orders = np.minimum(order, index + 1)
+    if lower_order_final:
+        orders = np.minimum(orders, num_steps - index)
+    before = np.concatenate([[0], orders[:-1]])
+    corrections = (before > 0) & (corrector | (before < order - 1))
+    return orders, corrections
 
 
 class Rule(eqx.Module):
