@@ -9,6 +9,7 @@ import diffrax as dfx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import optax
 import pytest
 
 import scorax
@@ -65,6 +66,23 @@ COUNTED = {
     ),
     "reverse_sde_sample": lambda n: scorax.reverse_sde_sample(
         _identity, VP, X, key=KEY, num_steps=n, max_steps=n
+    ),
+    "hutchinson_trace": lambda n: scorax.hutchinson_trace(
+        lambda x: -x, X, key=KEY, num_probes=n
+    ),
+    "UNet": lambda n: scorax.UNet(
+        (4, 4), channels=(4,), num_classes=n, num_time_features=2 * n, key=KEY
+    ),
+    "fit": lambda n: scorax.fit(
+        scorax.ScoreMLP((2,), width=4, depth=1, key=KEY),
+        lambda m, x, k: scorax.diffusion_loss(m, VP, x, key=k),
+        jnp.ones((4, 2)),
+        optimizer=optax.sgd(1e-3),
+        num_steps=n,
+        batch_size=n,
+        steps_per_chunk=n,
+        key=KEY,
+        progress=False,
     ),
     "probability_flow_sample": lambda n: scorax.probability_flow_sample(
         _identity, VP, X, num_steps=n, max_steps=n, stepsize_controller=CONSTANT

@@ -107,7 +107,7 @@ def exact_trace(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray | None = None,
-    chunk_size: int | None = None,
+    chunk_size: IntScalarLike | None = None,
 ) -> tuple[FloatScalar, FloatScalar]:
     r"""The exact trace of the Jacobian of `fn` at `x`, $\operatorname{tr} \nabla f(x)
     = \sum_i \partial f_i / \partial x_i$, with a standard error of zero.
@@ -141,7 +141,7 @@ def hutchinson_trace(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray,
-    num_probes: int = 1,
+    num_probes: IntScalarLike = 1,
     probe: Probe = "rademacher",
 ) -> tuple[FloatScalar, FloatScalar]:
     r"""Hutchinson's unbiased estimate of the Jacobian trace, with its standard error.
@@ -181,7 +181,7 @@ def divergence(
     x: Float[Array, "*shape"],
     *,
     key: PRNGKeyArray | None = None,
-    num_probes: int = 1,
+    num_probes: IntScalarLike = 1,
     probe: Probe = "rademacher",
 ) -> FloatScalar:
     r"""The divergence $\nabla \cdot f(x) = \operatorname{tr} \nabla f(x)$: exact when

@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree, Shaped
 
 from .._checks import check_count
+from .._custom_types import IntScalarLike
 from .._sharded import batch_mesh, put
 from . import _checkpoint
 from ._collectives import agree, gather_ints, processes
@@ -51,10 +52,10 @@ def fit(
     data: Iterator | PyTree[Shaped[ArrayLike, " n ..."]],
     *,
     optimizer: optax.GradientTransformation,
-    num_steps: int,
-    batch_size: int,
+    num_steps: IntScalarLike,
+    batch_size: IntScalarLike,
     key: PRNGKeyArray,
-    steps_per_chunk: int = 100,
+    steps_per_chunk: IntScalarLike = 100,
     ema_decay: float | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     devices: Sequence[Any] | None = None,

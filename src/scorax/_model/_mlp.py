@@ -91,14 +91,15 @@ class ScoreMLP(eqx.Module):
         *,
         width: IntScalarLike = 128,
         depth: IntScalarLike = 3,
-        num_time_features: int = 32,
+        num_time_features: IntScalarLike = 32,
         time_scale: float = 16.0,
         activation: Callable[[Array], Array] = jax.nn.silu,
-        num_classes: int | None = None,
+        num_classes: IntScalarLike | None = None,
         key: PRNGKeyArray,
     ):
         width = check_count(width, "width")
         depth = check_count(depth, "depth")
+        num_time_features = check_count(num_time_features, "num_time_features")
         size = _size(shape)
         time_key, mlp_key = jr.split(key)
         self.shape = tuple(shape)

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._custom_types import RealScalarLike
+from .._checks import check_count
+from .._custom_types import IntScalarLike, RealScalarLike
 from ._conv import conv_nhwc
 from ._label import LabelEmbedding, unconditional
 from ._mlp import GaussianFourierFeatures
@@ -147,9 +148,9 @@ class UNet(eqx.Module):
         shape: tuple[int, ...],
         *,
         channels: Sequence[int] = (32, 64),
-        num_time_features: int = 32,
+        num_time_features: IntScalarLike = 32,
         time_scale: float = 16.0,
-        num_classes: int | None = None,
+        num_classes: IntScalarLike | None = None,
         key: PRNGKeyArray,
     ):
         if len(shape) not in (2, 3) or not all(
@@ -171,6 +172,7 @@ class UNet(eqx.Module):
                 f"{len(channels)} levels, got {shape}."
             )
         image_channels = shape[0] if len(shape) == 3 else 1
+        num_time_features = check_count(num_time_features, "num_time_features")
         keys = iter(jr.split(key, 4 + 3 * len(channels)))
         time_dim = 4 * channels[0]
         self.shape = tuple(shape)

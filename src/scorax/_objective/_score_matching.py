@@ -147,7 +147,7 @@ def implicit_score_matching(
     score_fn: VectorField,
     x: Float[Array, "*shape"],
     *,
-    chunk_size: int | None = None,
+    chunk_size: IntScalarLike | None = None,
 ) -> FloatScalar:
     r"""Implicit score matching (Hyvärinen 2005), with the exact Jacobian trace:
 
