@@ -1,3 +1,10 @@
+"""Test-wide configuration: float64 and strict rank promotion, the Hypothesis
+profiles, the `key` fixture and the `slow` marker.
+
+Tests marked `@pytest.mark.slow` (each above about 8 s on two CPU cores) still
+run by default and in CI; `pytest -m "not slow"` leaves them out for a fast
+everyday subset."""
+
 import os
 
 import jax
@@ -26,6 +33,14 @@ settings.register_profile(
     "dev", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: above about 8 s on two CPU cores; still run by default and in CI, "
+        'left out by -m "not slow"',
+    )
 
 
 @pytest.fixture

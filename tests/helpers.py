@@ -1,5 +1,5 @@
-"""Shared instances, strategies and tolerances: a new path or parameterisation
-added here is tested everywhere at once."""
+"""Shared instances, constants, strategies, tolerances and the one Gaussian
+oracle: a new path or parameterisation added here is tested everywhere at once."""
 
 import contextlib
 
@@ -11,9 +11,18 @@ import jaxtyping
 import numpy as np
 import pytest
 from hypothesis import strategies as st
+from jaxtyping import Array
 
 import scorax
 import scorax.testing
+
+# Relative tolerance for identities that hold exactly in real arithmetic:
+# scorax.testing's own `relative_tolerance(dtype)`, 1000 ulps of the dtype (1.2e-4
+# in float32, 2.2e-13 in float64), room for the transcendental functions and the
+# few roundings of one formula, far below any mathematical error. A test that
+# composes several maps multiplies it by a stated condition number. (Not exported
+# by scorax.testing; imported from its one definition rather than copied.)
+from scorax.testing._report import relative_tolerance as relative_tolerance
 
 
 all_paths = (
@@ -43,14 +52,20 @@ dtypes = (jnp.float32, jnp.float64)
 # the message as well, so the broad type does not make them weaker.
 RUNTIME_ERRORS = (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError, ValueError)
 
-# Relative tolerance for identities that hold exactly in real arithmetic: 1000
-# ulps of the dtype (1.2e-4 in float32, 2.2e-13 in float64), room for the
-# transcendental functions and the few roundings of one formula, far below any
-# mathematical error. A test that composes several maps multiplies it by a
-# stated condition number.
-ULPS = 1000
-RTOL = {
-    dtype: ULPS * float(jnp.finfo(dtype).eps) for dtype in (jnp.float32, jnp.float64)
+# Constants several test modules share.
+MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
+VP = scorax.VPPath()
+# The exact model of MIXTURE on VP, predicting the noise as get_sampler reads it.
+EXACT_NOISE = scorax.testing.ExactModel(MIXTURE, VP, scorax.NoisePrediction())
+T_MIN = 1e-3  # the samplers' and log_likelihood's default t_min
+# Paths with the largest t_max each allows (alpha(1) = 0 for cosine and linear).
+PATHS_TO_T_MAX = {
+    "vp": (scorax.VPPath(), 1.0),
+    "subvp": (scorax.SubVPPath(), 1.0),
+    "ve": (scorax.VEPath(sigma_min=0.01, sigma_max=10.0), 1.0),
+    "edm": (scorax.EDMPath(), 1.0),
+    "cosine": (scorax.CosinePath(), 0.99),
+    "linear": (scorax.LinearPath(), 0.99),
 }
 
 
@@ -119,14 +134,95 @@ def without_runtime_type_checking():
         jaxtyping.config.update("jaxtyping_disable", False)
 
 
-def gaussian_flow_map(mean, cov, path, x, t_from, t_to):
-    """The exact probability-flow map between times of a Gaussian path for data
-    N(mean, cov): x_s = alpha_s mu + C_s C_t^{-1} (x_t - alpha_t mu), with
-    C_t = (alpha_t^2 cov + sigma_t^2 I)^{1/2} (all C_t commute)."""
-    eigenvalues, vectors = jnp.linalg.eigh(cov)
+# ------------------------------------------------------------ the Gaussian oracle
 
-    def scale(t):
-        return jnp.sqrt(path.alpha(t) ** 2 * eigenvalues + path.sigma(t) ** 2)
 
-    ratio = vectors @ jnp.diag(scale(t_to) / scale(t_from)) @ vectors.T
-    return path.alpha(t_to) * mean + ratio @ (x - path.alpha(t_from) * mean)
+class Gaussian(eqx.Module):
+    """Data N(mean, cov) and its closed forms, the tests' one Gaussian oracle
+    (for mixtures, and for one Gaussian's diffused score in any parameterisation,
+    the library's `scorax.GaussianMixture` and `scorax.testing.ExactModel`). Along
+    a Gaussian path x_t = alpha_t x_0 + sigma_t eps the law is N(alpha_t mean,
+    C_t^2), C_t = (alpha_t^2 cov + sigma_t^2 I)^{1/2}, and every C_t shares the
+    eigenvectors of cov, so the score and the probability-flow map are linear and
+    computed through them (cheaper to compile than the mixture oracle)."""
+
+    mean: Array
+    cov: Array
+    eigenvalues: Array
+    vectors: Array
+
+    def __init__(self, mean, cov):
+        self.mean, self.cov = jnp.asarray(mean), jnp.asarray(cov)
+        self.eigenvalues, self.vectors = jnp.linalg.eigh(self.cov)
+
+    @staticmethod
+    def of(mixture: scorax.GaussianMixture) -> "Gaussian":
+        """The single component of a one-component mixture."""
+        assert mixture.num_components == 1
+        return Gaussian(mixture.means[0], mixture.covs[0])
+
+    @property
+    def precision(self) -> Array:
+        return jnp.linalg.inv(self.cov)
+
+    def sample(self, key, n: int) -> Array:
+        return jr.multivariate_normal(key, self.mean, self.cov, (n,))
+
+    def blurred(self, sigma) -> "Gaussian":
+        """The law of x + sigma eps: N(mean, cov + sigma^2 I)."""
+        return Gaussian(self.mean, self.cov + sigma**2 * jnp.eye(self.mean.shape[0]))
+
+    def expected_square(self, weight, offset):
+        """E ||weight x + offset||^2 for x ~ N(mean, cov):
+        ||weight mean + offset||^2 + tr(weight cov weight^T)."""
+        residual = weight @ self.mean + offset
+        return residual @ residual + jnp.trace(weight @ self.cov @ weight.T)
+
+    def variances(self, path, t) -> Array:
+        """The eigenvalues of C_t^2: alpha_t^2 lambda + sigma_t^2."""
+        return path.alpha(t) ** 2 * self.eigenvalues + path.sigma(t) ** 2
+
+    def score(self, path, x, t) -> Array:
+        """The diffused score -C_t^{-2} (x - alpha_t mean)."""
+        z = self.vectors.T @ (x - path.alpha(t) * self.mean)
+        return -self.vectors @ (z / self.variances(path, t))
+
+    def score_model(self, path) -> "GaussianScore":
+        """The diffused score as a model `model(x, t)`."""
+        return GaussianScore(self, path)
+
+    def flow_map(self, path, x, t_from, t_to) -> Array:
+        """The exact probability-flow map between two times:
+        x_s = alpha_s mean + C_s C_t^{-1} (x_t - alpha_t mean)."""
+        scale_from = jnp.sqrt(self.variances(path, t_from))
+        scale_to = jnp.sqrt(self.variances(path, t_to))
+        ratio = self.vectors @ jnp.diag(scale_to / scale_from) @ self.vectors.T
+        return path.alpha(t_to) * self.mean + ratio @ (
+            x - path.alpha(t_from) * self.mean
+        )
+
+
+class GaussianScore(eqx.Module):
+    """`Gaussian.score` along `path`, as a model (an Equinox module: jitted
+    samplers see the Gaussian as data)."""
+
+    gaussian: Gaussian
+    path: scorax.AbstractGaussianPath
+
+    def __call__(self, x, t):
+        return self.gaussian.score(self.path, x, t)
+
+
+def blurred(mixture: scorax.GaussianMixture, sigma) -> scorax.GaussianMixture:
+    """The law of x + sigma eps for x from `mixture` (the perturbed density of
+    denoising score matching and NCSN): sigma^2 I added to every covariance."""
+    eye = jnp.eye(mixture.dim, dtype=mixture.covs.dtype)[None]
+    return scorax.GaussianMixture(
+        mixture.means, mixture.covs + sigma**2 * eye, mixture.weights
+    )
+
+
+def random_gaussian(seed: int, dim: int) -> Gaussian:
+    """A float64 Gaussian with a well-conditioned random covariance
+    (`random_mixture` with one component)."""
+    return Gaussian.of(random_mixture(seed, 1, dim, jnp.float64))

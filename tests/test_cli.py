@@ -129,6 +129,7 @@ def _finite_numbers(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+@pytest.mark.slow
 def test_tiny_demo_writes_plots_and_summary(capsys, tmp_path):
     output = tmp_path / "demo"
     assert _cli.main(["demo", *TINY, "--output", str(output)]) == 0

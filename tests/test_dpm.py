@@ -21,15 +21,17 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
-    gaussian_flow_map,
+    Gaussian,
+    PATHS_TO_T_MAX as PATHS,
+    random_gaussian,
     random_mixture,
-    RTOL,
+    relative_tolerance,
     seeds,
+    T_MIN,
 )
 
 
 SCORE = scorax.ScorePrediction()
-T_MIN = 1e-3
 
 # Each method with the order it claims. In the order tests the multistep methods
 # run with `lower_order_final=False`: a first-order last step has a local error
@@ -89,16 +91,6 @@ EXACT_ORDER = (
     "dpm_solver_pp_2m_unic",
 )
 
-# Paths with the largest t_max each allows (alpha(1) = 0 for cosine and linear).
-PATHS = {
-    "vp": (scorax.VPPath(), 1.0),
-    "subvp": (scorax.SubVPPath(), 1.0),
-    "ve": (scorax.VEPath(sigma_min=0.01, sigma_max=10.0), 1.0),
-    "edm": (scorax.EDMPath(), 1.0),
-    "cosine": (scorax.CosinePath(), 0.99),
-    "linear": (scorax.LinearPath(), 0.99),
-}
-
 
 def solve(name, model, path, x, num_steps, t_max):
     """Method `name` from `x` at t_max to t_min, without the denoising step."""
@@ -153,29 +145,11 @@ def assert_order(steps, errors, order):
     assert slope >= order - 0.5, ("order", slope, "claimed", order, errors)
 
 
-class GaussianScore(eqx.Module):
-    """The exact score of N(mean, cov) diffused along `path`, in closed form:
-    -(alpha^2 cov + sigma^2 I)^{-1} (x - alpha mean), through the eigenvectors
-    of cov (cheaper to compile than the mixture oracle, and linear)."""
-
-    mean: jax.Array
-    eigenvalues: jax.Array
-    vectors: jax.Array
-    path: scorax.AbstractGaussianPath
-
-    def __call__(self, x, t):
-        alpha, sigma = self.path.alpha(t), self.path.sigma(t)
-        z = self.vectors.T @ (x - alpha * self.mean)
-        return -self.vectors @ (z / (alpha**2 * self.eigenvalues + sigma**2))
-
-
 def gaussian_model(seed, path):
-    """The exact score of a random two-dimensional Gaussian on `path`, and the
-    Gaussian's mean and covariance."""
-    gaussian = random_mixture(seed, 1, 2, jnp.float64)
-    mean, cov = gaussian.means[0], gaussian.covs[0]
-    eigenvalues, vectors = jnp.linalg.eigh(cov)
-    return GaussianScore(mean, eigenvalues, vectors, path), mean, cov
+    """The exact score of a random two-dimensional Gaussian on `path` (the
+    oracle's closed form, linear), and the Gaussian."""
+    gaussian = random_gaussian(seed, 2)
+    return gaussian.score_model(path), gaussian
 
 
 # --- DDIM is DPM-Solver-1 ----------------------------------------------------------
@@ -186,10 +160,10 @@ def test_dpm_solver_1_is_ddim_step_for_step_on_the_ddpm_schedule():
     DPM-Solver-1 and DPM-Solver++ of order 1 are DDIM with eta = 0: the same
     states at every step, and with the final denoising step the same sample and
     the same number of evaluations. The formulas differ only in rounding
-    (sigma' (e^h - 1) for alpha' sigma / alpha - sigma'): RTOL, 1000 ulps, covers
-    the few roundings per step over these 9 steps."""
+    (sigma' (e^h - 1) for alpha' sigma / alpha - sigma'): relative_tolerance,
+    1000 ulps, covers the few roundings per step over these 9 steps."""
     schedule = scorax.DDPMSchedule(num_steps=50)
-    model, _, _ = gaussian_model(0, schedule.path)
+    model, _ = gaussian_model(0, schedule.path)
     x = jr.normal(jr.key(1), (2,))
     ddim = eqx.filter_jit(scorax.ddim_sample)(
         model,
@@ -213,9 +187,11 @@ def test_dpm_solver_1_is_ddim_step_for_step_on_the_ddpm_schedule():
             trajectory=True,
         )
         assert dpm.trajectory is not None and dpm.times is not None
-        tolerance = RTOL[jnp.float64] * scale
+        tolerance = relative_tolerance(jnp.float64) * scale
         assert_allclose(dpm.trajectory, ddim.trajectory[:-1], rtol=0, atol=tolerance)
-        assert_allclose(dpm.times, ddim.times[:-1], rtol=RTOL[jnp.float64])
+        assert_allclose(
+            dpm.times, ddim.times[:-1], rtol=relative_tolerance(jnp.float64)
+        )
         assert_allclose(dpm.sample, ddim.sample, rtol=0, atol=tolerance)
         assert int(dpm.num_evaluations) == int(ddim.num_evaluations) == 10
 
@@ -227,7 +203,7 @@ def test_first_order_sde_step_is_ddim_with_eta_one():
     keys are prefixes of each other under JAX's partitionable Threefry, the
     default) the two samplers agree to rounding."""
     schedule = scorax.DDPMSchedule(num_steps=50)
-    model, _, _ = gaussian_model(2, schedule.path)
+    model, _ = gaussian_model(2, schedule.path)
     x = jr.normal(jr.key(3), (2,))
     ddim = eqx.filter_jit(scorax.ddim_sample)(
         model, schedule, x, num_steps=10, eta=1.0, key=jr.key(4), parameterisation=SCORE
@@ -244,7 +220,9 @@ def test_first_order_sde_step_is_ddim_with_eta_one():
         parameterisation=SCORE,
     )
     scale = float(jnp.max(jnp.abs(ddim.sample))) + 1
-    assert_allclose(dpm.sample, ddim.sample, rtol=0, atol=RTOL[jnp.float64] * scale)
+    assert_allclose(
+        dpm.sample, ddim.sample, rtol=0, atol=relative_tolerance(jnp.float64) * scale
+    )
 
 
 # --- The exact Gaussian transport map ----------------------------------------------
@@ -303,9 +281,9 @@ def test_each_solver_converges_to_the_exact_gaussian_transport_map(name, seed):
     order from 16 to 64 steps, once the next-order term is eliminated
     (`assert_order_without_the_next_term`)."""
     path, t_max = PATHS[GAUSSIAN_PATHS[name]]
-    model, mean, cov = gaussian_model(seed, path)
+    model, gaussian = gaussian_model(seed, path)
     x = path.sigma(t_max) * jr.normal(jr.key(seed), (4, 2))
-    exact = jax.vmap(lambda x: gaussian_flow_map(mean, cov, path, x, t_max, T_MIN))(x)
+    exact = jax.vmap(lambda x: gaussian.flow_map(path, x, t_max, T_MIN))(x)
     differences = pathwise_differences(
         name, model, path, x, exact, GAUSSIAN_STEPS, t_max
     )
@@ -393,22 +371,23 @@ def test_quadrature_weights_equal_the_closed_form(h, gaps, count, rate):
     ell; with the closed form's own integrand (data prediction, interpolated in
     ell) they equal it, on steps up to h = 8 and past nodes up to 9 behind, to
     1e-12 relative."""
-    from scorax._sampler._dpm import _PathNodes, _Rule
+    from scorax._sampler._grid import Node, PathNodes
+    from scorax._sampler._multistep import Rule
 
     path = scorax.VPPath()
     ell_s = jnp.asarray(-1.0, jnp.float64)
     ells = jnp.concatenate([ell_s[None], ell_s - jnp.cumsum(jnp.asarray(gaps))])
 
     def node(ell):
-        return scorax._sampler._dpm._Node(
+        return Node(
             path.inverse_log_snr(2 * ell), jnp.ones_like(ell), jnp.ones_like(ell), ell
         )
 
     nodes = jax.vmap(node)(ells)
     s, t = node(ell_s), node(ell_s + h)
     count = jnp.asarray(count)
-    closed = _Rule(_PathNodes(path), None, "log_snr", rate)
-    quadrature = _Rule(_PathNodes(path), jnp.asarray(-jnp.inf), "log_snr", rate)
+    closed = Rule(PathNodes(path), None, "log_snr", rate)
+    quadrature = Rule(PathNodes(path), jnp.asarray(-jnp.inf), "log_snr", rate)
     exact = closed.weights(s, t, nodes, count, midpoint=False)
     assert_allclose(
         quadrature.weights(s, t, nodes, count, midpoint=False),
@@ -436,18 +415,18 @@ def test_data_std_makes_isotropic_gaussian_data_exact(
     x = jr.normal(jr.key(seed), (3,), jnp.float64)
     run = _isotropic_run(path, t_max, interpolation)
     sample, expected = run(jnp.asarray(data_std), x)
-    assert_allclose(sample, expected, rtol=1e3 * RTOL[jnp.float64], atol=0)
+    assert_allclose(
+        sample, expected, rtol=1e3 * relative_tolerance(jnp.float64), atol=0
+    )
 
 
 @functools.cache
 def _isotropic_run(path, t_max, interpolation):
-    def scale(std, t):
-        return jnp.sqrt(path.alpha(t) ** 2 * std**2 + path.sigma(t) ** 2)
-
     @eqx.filter_jit
     def run(std, x):
+        gaussian = Gaussian(jnp.zeros_like(x), std**2 * jnp.eye(x.shape[0]))
         sample = scorax.dpm_solver_pp_sample(
-            lambda x, t: -x / scale(std, t) ** 2,
+            gaussian.score_model(path),
             path,
             x,
             num_steps=2,
@@ -459,7 +438,7 @@ def _isotropic_run(path, t_max, interpolation):
             parameterisation=SCORE,
             denoise=False,
         ).sample
-        return sample, x * scale(std, T_MIN) / scale(std, t_max)
+        return sample, gaussian.flow_map(path, x, t_max, T_MIN)
 
     return run
 
@@ -471,9 +450,9 @@ def test_the_model_is_read_the_same_in_any_parameterisation():
     """Conversions are exact, so a model predicting the velocity (the farthest
     from the data prediction the multistep solver reads) gives the score model's
     sample, to rounding amplified by the conversions (1/alpha(t_max) ~ 150 on the
-    VP path): 1000 x RTOL."""
+    VP path): 1000 x relative_tolerance."""
     path = scorax.VPPath()
-    score, _, _ = gaussian_model(5, path)
+    score, _ = gaussian_model(5, path)
     velocity = scorax.VelocityPrediction()
 
     def velocity_model(x, t):
@@ -499,7 +478,7 @@ def test_the_model_is_read_the_same_in_any_parameterisation():
         run(velocity_model, velocity),
         expected,
         rtol=0,
-        atol=1000 * RTOL[jnp.float64] * scale,
+        atol=1000 * relative_tolerance(jnp.float64) * scale,
     )
 
 
@@ -522,7 +501,7 @@ def test_grids_run_from_t_max_to_t_min_as_asked(spacing):
     )
     assert result.times is not None
     times = np.asarray(result.times)
-    assert_allclose(times[[0, -1]], [0.9, 0.01], rtol=RTOL[jnp.float64])
+    assert_allclose(times[[0, -1]], [0.9, 0.01], rtol=relative_tolerance(jnp.float64))
     half_log_snr = np.asarray(jax.vmap(path.log_snr)(result.times)) / 2
     if spacing == "time":
         spaced = times

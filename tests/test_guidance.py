@@ -18,15 +18,14 @@ import scorax.testing
 from .helpers import (
     all_parameterisations,
     assert_allclose,
+    EXACT_NOISE,
     ids,
     interior_times,
-    RTOL,
+    MIXTURE,
+    relative_tolerance,
+    VP,
     without_runtime_type_checking,
 )
-
-
-MIXTURE = scorax.datasets.gaussian_mixture()
-VP = scorax.VPPath()
 
 
 def scale(*arrays):
@@ -55,7 +54,10 @@ def test_bayes_conditional_score_is_score_plus_gradient_of_class_posterior(
     expected = diffused.score(x) + gradient
     got = diffused.score(x, y)
     assert_allclose(
-        got, expected, rtol=0, atol=100 * RTOL[jnp.float64] * scale(got, gradient)
+        got,
+        expected,
+        rtol=0,
+        atol=100 * relative_tolerance(jnp.float64) * scale(got, gradient),
     )
 
 
@@ -131,7 +133,7 @@ def test_classifier_guidance_with_the_exact_classifier_is_the_conditional_model(
         guided(x, t),
         expected,
         rtol=0,
-        atol=1e3 * RTOL[jnp.float64] * scale(expected, x),
+        atol=1e3 * relative_tolerance(jnp.float64) * scale(expected, x),
     )
 
 
@@ -153,7 +155,7 @@ def test_classifier_free_guidance_is_the_documented_combination(
     guided score (1 + w) grad log p_t(x | y) - w grad log p_t(x)."""
     x = jnp.asarray(x)
     model = scorax.testing.ExactModel(MIXTURE, VP, parameterisation)
-    tolerance = 1e3 * RTOL[jnp.float64] * (1 + weight)
+    tolerance = 1e3 * relative_tolerance(jnp.float64) * (1 + weight)
     conditional = scorax.classifier_free_guidance(model, y, weight=0.0)(x, t)
     assert_allclose(
         conditional, model(x, t, y), rtol=0, atol=tolerance * scale(conditional)
@@ -174,15 +176,14 @@ START = jax.vmap(lambda k: VP.prior_sample(key=k, shape=(2,)))(
     jr.split(jr.key(3), 2000)
 )
 NOISE = scorax.NoisePrediction()
-EXACT = scorax.testing.ExactModel(MIXTURE, VP, NOISE)
 
 
 def flow(model, x, key):
     """The probability-flow ODE in 20 evaluations: DPM-Solver++(3M) with UniC,
-    interpolated in time on the quadratic grid (pathwise error 1.5e-3 on this
-    mixture in benchmarks/results/cpu.md, far below what the distribution checks
-    resolve with 2000 points;
-    adaptive Tsit5 took about 130 evaluations and three times as long here)."""
+    interpolated in time on the quadratic grid (its pathwise error on this
+    mixture, in benchmarks/results/cpu.md, is far below what the distribution
+    checks resolve with 2000 points, at a fixed cost where adaptive Tsit5 spends
+    many more evaluations)."""
     return scorax.dpm_solver_pp_sample(
         model,
         VP,
@@ -200,9 +201,11 @@ def reverse_sde(model, x, key):
 
 
 GUIDES = {
-    "classifier-free": lambda y: scorax.classifier_free_guidance(EXACT, y, weight=0.0),
+    "classifier-free": lambda y: scorax.classifier_free_guidance(
+        EXACT_NOISE, y, weight=0.0
+    ),
     "classifier": lambda y: scorax.classifier_guidance(
-        EXACT, LOG_CLASSIFIER, y, path=VP
+        EXACT_NOISE, LOG_CLASSIFIER, y, path=VP
     ),
 }
 
@@ -210,7 +213,7 @@ GUIDES = {
 @pytest.mark.parametrize(
     "guide, sampler, y",
     [
-        ("classifier-free", flow, 0),
+        pytest.param("classifier-free", flow, 0, marks=pytest.mark.slow),
         ("classifier-free", reverse_sde, 1),
         ("classifier", flow, 1),
         ("classifier", reverse_sde, 0),
@@ -232,15 +235,21 @@ def test_sampling_with_the_exact_conditional_score_gives_that_class(y, guide, sa
     )
 
 
+@eqx.filter_jit
+def flow_samples(model, starts):
+    """`flow` from each start, one compilation for every model of the same
+    structure (the guidance weight and label are arrays, traced)."""
+    return jax.vmap(lambda x: flow(model, x, None).sample)(starts)
+
+
 def test_guidance_sharpens_the_class():
     """Classifier-free guidance at w = 4 samples p(x) p(y | x)^5: fewer samples on
     the other component's side than at w = 0 (the class posterior is pushed
     towards 1)."""
-    starts = START
 
     def confidence(weight):
-        model = scorax.classifier_free_guidance(EXACT, 0, weight=weight)
-        samples = jax.jit(jax.vmap(lambda x: flow(model, x, None).sample))(starts)
+        model = scorax.classifier_free_guidance(EXACT_NOISE, 0, weight=weight)
+        samples = flow_samples(model, START)
         return jnp.mean(
             jax.vmap(lambda x: jnp.exp(MIXTURE.log_class_posterior(x)[0]))(samples)
         )
@@ -253,7 +262,7 @@ def test_guidance_composes_with_the_likelihood():
     classifier-free guided model at w = 0 is the log-density of its class (the
     ODE's density with the class's own diffused prior put back)."""
     y, x = 0, MIXTURE.means[0] + jnp.array([0.3, -0.2])
-    guided = scorax.classifier_free_guidance(EXACT, y, weight=0.0)
+    guided = scorax.classifier_free_guidance(EXACT_NOISE, y, weight=0.0)
     result = scorax.log_likelihood(
         guided,
         VP,
@@ -289,6 +298,7 @@ def conditional_fisher(model, t, y, label, num=2000):
     return float(jnp.mean(jax.vmap(error)(x)))
 
 
+@pytest.mark.slow
 def test_label_dropout_training_learns_conditional_and_unconditional_scores():
     """A class-conditional ScoreMLP trained by fit on labelled mixture data with
     diffusion_loss and label dropout 0.2 lowers the Fisher divergence to the exact
@@ -365,20 +375,20 @@ def test_unconditional_models_are_unchanged(key):
         (lambda k: scorax.ScoreMLP((2,), num_classes=0, key=k), "num_classes"),
         (
             lambda k: scorax.diffusion_loss(
-                EXACT, VP, jnp.ones(2), key=k, label=0, label_dropout=1.5
+                EXACT_NOISE, VP, jnp.ones(2), key=k, label=0, label_dropout=1.5
             ),
             "label_dropout",
         ),
         (
             lambda k: scorax.diffusion_loss(
-                EXACT, VP, jnp.ones(2), key=k, label_dropout=0.1
+                EXACT_NOISE, VP, jnp.ones(2), key=k, label_dropout=0.1
             ),
             "label_dropout",
         ),
         (
             lambda k: scorax.inpaint(
                 flow,
-                EXACT,
+                EXACT_NOISE,
                 VP,
                 jnp.ones(2),
                 known=jnp.ones(3),
@@ -465,15 +475,20 @@ def assert_exact_conditional(samples, data):
 
 def inpainted(model, data, sampler=ddpm, num=2000):
     starts = jr.normal(jr.key(5), (num, 2))
-    return jax.jit(
-        jax.vmap(
-            lambda x, k: (
-                scorax.inpaint(
-                    sampler, model, SCHEDULE.path, x, known=KNOWN, mask=MASK, key=k
-                ).sample
-            )
+    return _inpainted(model, sampler, starts, jr.split(jr.key(6), num))
+
+
+@eqx.filter_jit
+def _inpainted(model, sampler, starts, keys):
+    """Compiled once for the exact models of INDEPENDENT and CORRELATED (the same
+    structure, the mixtures traced), once for the guided one."""
+    return jax.vmap(
+        lambda x, k: (
+            scorax.inpaint(
+                sampler, model, SCHEDULE.path, x, known=KNOWN, mask=MASK, key=k
+            ).sample
         )
-    )(starts, jr.split(jr.key(6), num))
+    )(starts, keys)
 
 
 def test_replacement_inpainting_is_exact_when_the_known_part_is_independent():

@@ -6,7 +6,7 @@ import pytest
 
 import scorax
 
-from .helpers import assert_allclose, without_runtime_type_checking
+from .helpers import assert_allclose, MIXTURE, without_runtime_type_checking
 
 
 def test_sliced_wasserstein_of_a_shift_is_its_mean_projection(key):
@@ -89,9 +89,8 @@ def test_fisher_divergence_of_gaussians_matches_closed_form(key):
     x = jr.normal(key, (100, 2))
     value = scorax.fisher_divergence(lambda y: -(y - m), lambda y: -y, x)
     assert_allclose(value, jnp.sum(m**2), rtol=1e-6)
-    mixture = scorax.datasets.gaussian_mixture()
-    samples = mixture.sample(key=key, sample_shape=(50,))
-    assert scorax.fisher_divergence(mixture.score, mixture.score, samples) == 0
+    samples = MIXTURE.sample(key=key, sample_shape=(50,))
+    assert scorax.fisher_divergence(MIXTURE.score, MIXTURE.score, samples) == 0
 
 
 @pytest.mark.parametrize(
@@ -121,7 +120,6 @@ def test_bad_metric_arguments_raise(call, match):
         call(jnp.ones((4, 2)))
 
 
-MIXTURE = scorax.datasets.gaussian_mixture()
 TIMES = jnp.array([0.05, 0.3, 0.9], jnp.float64)
 
 

@@ -15,7 +15,7 @@ from .helpers import (
     paths_in_precisions,
     precisions,
     random_mixture,
-    RTOL,
+    relative_tolerance,
     seeds,
 )
 
@@ -63,7 +63,10 @@ def test_score_is_gradient_of_log_prob(dtype, seed, size):
     assert score.dtype == dtype
     expected = _autodiff_scores(mixture, x)
     assert_allclose(
-        score, expected, rtol=0, atol=100 * RTOL[dtype] * (np.abs(expected).max() + 1)
+        score,
+        expected,
+        rtol=0,
+        atol=100 * relative_tolerance(dtype) * (np.abs(expected).max() + 1),
     )
 
 
@@ -158,7 +161,9 @@ def test_tweedie_data_prediction_of_exact_score_is_posterior_mean(
         + float(path.sigma(t)) ** 2 * float(jnp.abs(score).max())
         + 1
     ) / float(path.alpha(t))
-    assert_allclose(denoised, expected, rtol=0, atol=1000 * RTOL[dtype] * scale)
+    assert_allclose(
+        denoised, expected, rtol=0, atol=1000 * relative_tolerance(dtype) * scale
+    )
 
 
 @paths

@@ -138,6 +138,7 @@ def test_unet_builds_with_its_narrowest_documented_widths(channels):
     assert out.shape == (8, 8)
 
 
+@pytest.mark.slow
 def test_unet_learns_on_digits(key):
     """150 fit steps of diffusion_loss on the 8x8 digits halve the loss."""
     images = scorax.datasets.digits()

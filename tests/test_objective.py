@@ -16,12 +16,16 @@ from .helpers import (
     all_parameterisations,
     all_paths,
     assert_allclose,
+    blurred,
+    Gaussian,
     ids,
     interior_times,
+    MIXTURE,
     precisions,
-    RTOL,
+    relative_tolerance,
     RUNTIME_ERRORS,
     seeds,
+    VP,
     without_runtime_type_checking,
 )
 
@@ -43,9 +47,10 @@ def gaussian(seed, dim):
     """A Gaussian N(mean, cov) with a well-conditioned random covariance."""
     k_mean, k_cov = jr.split(jr.key(seed))
     factor = jr.normal(k_cov, (dim, dim), jnp.float64)
-    return jr.normal(
-        k_mean, (dim,), jnp.float64
-    ), factor @ factor.T / dim + 0.5 * jnp.eye(dim)
+    return Gaussian(
+        jr.normal(k_mean, (dim,), jnp.float64),
+        factor @ factor.T / dim + 0.5 * jnp.eye(dim),
+    )
 
 
 def random_linear(seed, dim):
@@ -56,44 +61,50 @@ def random_linear(seed, dim):
     )
 
 
-def true_score_model(mean, cov):
+def true_score_model(gaussian):
     """The score of N(mean, cov) as a linear model: -cov^{-1} (x - mean)."""
-    precision = jnp.linalg.inv(cov)
-    return Linear(-precision, precision @ mean)
+    precision = gaussian.precision
+    return Linear(-precision, precision @ gaussian.mean)
 
 
-def expected_squared_error(model, mean, cov, target):
+def expected_squared_error(model, gaussian, target):
     """E_{x ~ N(mean, cov)} ||model(x) - target(x)||^2 for linear model and target."""
-    w = model.weight - target.weight
-    offset = w @ mean + model.bias - target.bias
-    return offset @ offset + jnp.trace(w @ cov @ w.T)
+    return gaussian.expected_square(
+        model.weight - target.weight, model.bias - target.bias
+    )
 
 
 def mc_mean(values):
     return jnp.mean(values), jnp.std(values) / jnp.sqrt(values.shape[0])
 
 
-def draws(mean, cov, key, n=NUM):
-    return jr.multivariate_normal(key, mean, cov, (n,))
-
-
 # ---------------------------------------------------------------------- identities
+
+
+# Jitted with the model and data as arguments: one compilation per dimension,
+# shared by the drawn examples.
+@eqx.filter_jit
+def ism_losses(model, x):
+    return jax.vmap(lambda xi: scorax.implicit_score_matching(model, xi))(x)
+
+
+@eqx.filter_jit
+def dsm_losses(model, x, keys, sigma):
+    return jax.vmap(
+        lambda xi, k: scorax.denoising_score_matching(model, xi, key=k, sigma=sigma)
+    )(x, keys)
 
 
 @given(seed=seeds, dim=st.sampled_from([1, 2, 4]))
 def test_hyvarinen_ism_is_half_fisher_divergence_minus_constant(seed, dim):
     """Hyvärinen (2005): E_p[ISM(s)] = 1/2 E_p||s - grad log p||^2 - 1/2 tr(cov^{-1})
     on Gaussian data with a linear model (statistical, 5 standard errors)."""
-    mean, cov = gaussian(seed, dim)
+    data = gaussian(seed, dim)
     model = random_linear(seed + 1, dim)
-    x = draws(mean, cov, jr.key(seed + 2))
-    estimate, standard_error = mc_mean(
-        jax.vmap(lambda xi: scorax.implicit_score_matching(model, xi))(x)
-    )
-    expected = 0.5 * expected_squared_error(
-        model, mean, cov, true_score_model(mean, cov)
-    )
-    expected -= 0.5 * jnp.trace(jnp.linalg.inv(cov))
+    x = data.sample(jr.key(seed + 2), NUM)
+    estimate, standard_error = mc_mean(ism_losses(model, x))
+    expected = 0.5 * expected_squared_error(model, data, true_score_model(data))
+    expected -= 0.5 * jnp.trace(data.precision)
     assert abs(estimate - expected) <= 5 * standard_error
 
 
@@ -101,19 +112,15 @@ def test_hyvarinen_ism_is_half_fisher_divergence_minus_constant(seed, dim):
 def test_vincent_dsm_is_esm_on_perturbed_density_plus_constant(seed, dim, sigma):
     """Vincent (2011): E[DSM_sigma(s)] = 1/2 E_q||s - grad log q||^2 + 1/2 (d / sigma^2
     - tr(cov_q^{-1})) with q = N(mean, cov + sigma^2 I) (statistical)."""
-    mean, cov = gaussian(seed, dim)
+    data = gaussian(seed, dim)
     model = random_linear(seed + 1, dim)
-    x = draws(mean, cov, jr.key(seed + 2))
+    x = data.sample(jr.key(seed + 2), NUM)
     keys = jr.split(jr.key(seed + 3), NUM)
-    losses = jax.vmap(
-        lambda xi, k: scorax.denoising_score_matching(model, xi, key=k, sigma=sigma)
-    )(x, keys)
+    losses = dsm_losses(model, x, keys, jnp.asarray(sigma))
     estimate, standard_error = mc_mean(losses)
-    cov_q = cov + sigma**2 * jnp.eye(dim)
-    expected = 0.5 * expected_squared_error(
-        model, mean, cov_q, true_score_model(mean, cov_q)
-    )
-    expected += 0.5 * (dim / sigma**2 - jnp.trace(jnp.linalg.inv(cov_q)))
+    q = data.blurred(sigma)
+    expected = 0.5 * expected_squared_error(model, q, true_score_model(q))
+    expected += 0.5 * (dim / sigma**2 - jnp.trace(q.precision))
     assert abs(estimate - expected) <= 5 * standard_error
 
 
@@ -147,18 +154,9 @@ def test_sliced_score_matching_equals_ism_in_expectation(
 # ---------------------------------------------------------------------- minimisers
 
 
-MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
 DATA = MIXTURE.sample(key=jr.key(12), sample_shape=(4096,))
 SIGMA = 0.7
 SIGMAS = scorax.geometric_sigmas(sigma_min=0.05, sigma_max=5.0, num_levels=6)
-
-
-def blurred(sigma):
-    """The mixture convolved with N(0, sigma^2 I): DSM's perturbed density."""
-    eye = jnp.eye(MIXTURE.dim)[None]
-    return scorax.GaussianMixture(
-        MIXTURE.means, MIXTURE.covs + sigma**2 * eye, MIXTURE.weights
-    )
 
 
 def _objectives():
@@ -172,13 +170,13 @@ def _objectives():
         "ism": (lambda m, x, k: scorax.implicit_score_matching(m, x), MIXTURE.score),
         "dsm": (
             lambda m, x, k: scorax.denoising_score_matching(m, x, key=k, sigma=SIGMA),
-            blurred(SIGMA).score,
+            blurred(MIXTURE, SIGMA).score,
         ),
         "dsm-noise": (
             lambda m, x, k: scorax.denoising_score_matching(
                 m, x, key=k, sigma=SIGMA, parameterisation=scorax.NoisePrediction()
             ),
-            lambda x: -SIGMA * blurred(SIGMA).score(x),
+            lambda x: -SIGMA * blurred(MIXTURE, SIGMA).score(x),
         ),
     }
     for weighting in ("noise", "uniform"):
@@ -186,7 +184,7 @@ def _objectives():
             lambda m, x, k, w=weighting: scorax.ncsn_loss(
                 m, x, key=k, sigmas=SIGMAS, weighting=w
             ),
-            lambda x, sigma: blurred(sigma).score(x),
+            lambda x, sigma: blurred(MIXTURE, sigma).score(x),
         )
     for projection in ("gaussian", "rademacher", "sphere"):
         for vr in (False, True):
@@ -218,12 +216,11 @@ def test_objectives_are_minimised_by_the_exact_score(name):
 def test_diffusion_loss_is_minimised_by_the_exact_model(parameterisation):
     """The same for diffusion_loss on the VP path, in every parameterisation: the
     exact diffused score, read in that parameterisation, is the minimiser."""
-    path = scorax.VPPath()
     scorax.testing.check_objective_minimiser(
         lambda m, x, k: scorax.diffusion_loss(
-            m, path, x, key=k, parameterisation=parameterisation
+            m, VP, x, key=k, parameterisation=parameterisation
         ),
-        scorax.testing.ExactModel(MIXTURE, path, parameterisation),
+        scorax.testing.ExactModel(MIXTURE, VP, parameterisation),
         DATA,
     )
 
@@ -264,7 +261,9 @@ def test_dsm_noise_form_is_sigma_squared_times_score_form(dtype, seed, sigma):
         lambda y: -mlp(y) / sigma, x, key=key, sigma=sigma
     )
     assert noise_form.dtype == dtype
-    assert_allclose(noise_form, sigma**2 * score_form, rtol=10 * RTOL[dtype])
+    assert_allclose(
+        noise_form, sigma**2 * score_form, rtol=10 * relative_tolerance(dtype)
+    )
 
 
 @given(seed=seeds, t=interior_times)
@@ -300,7 +299,7 @@ def test_diffusion_loss_on_ve_path_at_fixed_t_is_dsm(seed, t):
             sigma=sigma,
             parameterisation=parameterisation,
         )
-        assert_allclose(loss, expected, rtol=RTOL[x.dtype.type])
+        assert_allclose(loss, expected, rtol=relative_tolerance(x.dtype))
 
 
 WEIGHTINGS = ("noise", "likelihood", "uniform", "data", "min_snr")
@@ -354,7 +353,9 @@ def test_diffusion_loss_does_not_depend_on_how_the_model_is_parameterised(
         # Two affine conversions (score -> p -> score) with coefficients up to
         # e^{|log-SNR|}-sized: a condition factor of (1 + |log-SNR|)^2.
         condition = (1 + float(abs(path.log_snr(jnp.float64(t))))) ** 2
-        assert_allclose(losses, losses[0], rtol=RTOL[jnp.float64] * condition)
+        assert_allclose(
+            losses, losses[0], rtol=relative_tolerance(jnp.float64) * condition
+        )
 
 
 @pytest.mark.parametrize("t", [0.05, 0.4])  # SNR above and below Min-SNR's 5
@@ -413,14 +414,14 @@ def test_diffusion_loss_samples_t_uniformly_above_t_min(key):
 def test_ncsn_loss_averages_weighted_dsm_over_levels():
     """E[ncsn_loss] = mean_i lambda(sigma_i) E[DSM_{sigma_i}] on Gaussian data with a
     noise-conditional linear model, in closed form (statistical)."""
-    mean, cov = gaussian(21, 2)
+    data = gaussian(21, 2)
     base = random_linear(22, 2)
     sigmas = scorax.geometric_sigmas(sigma_min=0.3, sigma_max=2.0, num_levels=4)
 
     def model(x, sigma):
         return base(x) / sigma
 
-    x = draws(mean, cov, jr.key(23))
+    x = data.sample(jr.key(23), NUM)
     for weighting in ("noise", "uniform"):
         losses = jax.vmap(
             lambda xi, k, w=weighting: scorax.ncsn_loss(
@@ -430,12 +431,10 @@ def test_ncsn_loss_averages_weighted_dsm_over_levels():
         estimate, standard_error = mc_mean(losses)
         expected = 0.0
         for sigma in sigmas:
-            cov_q = cov + sigma**2 * jnp.eye(2)
+            q = data.blurred(sigma)
             level = Linear(base.weight / sigma, base.bias / sigma)
-            dsm = 0.5 * expected_squared_error(
-                level, mean, cov_q, true_score_model(mean, cov_q)
-            )
-            dsm += 0.5 * (2 / sigma**2 - jnp.trace(jnp.linalg.inv(cov_q)))
+            dsm = 0.5 * expected_squared_error(level, q, true_score_model(q))
+            dsm += 0.5 * (2 / sigma**2 - jnp.trace(q.precision))
             expected += (sigma**2 if weighting == "noise" else 1.0) * dsm / len(sigmas)
         assert abs(estimate - expected) <= 5 * standard_error
 
@@ -523,8 +522,8 @@ def test_explicit_score_matching_against_kde_target_is_half_squared_error(seed):
 def test_score_from_energy_is_minus_energy_gradient_and_trains_with_ism(seed):
     """score_from_energy(E) = -grad E; for the quadratic energy of N(m, P^{-1}), ISM of
     that score is -tr P + 1/2 |P (x - m)|^2."""
-    mean, cov = gaussian(seed, 3)
-    precision = jnp.linalg.inv(cov)
+    data = gaussian(seed, 3)
+    mean, precision = data.mean, data.precision
 
     def energy(x):
         return 0.5 * (x - mean) @ precision @ (x - mean)

@@ -13,7 +13,7 @@ from .helpers import (
     interior_times,
     paths_in_precisions,
     random_array,
-    RTOL,
+    relative_tolerance,
     RUNTIME_ERRORS,
     seeds,
 )
@@ -54,7 +54,9 @@ def test_velocity_of_score_is_probability_flow_drift(path, dtype, t, seed):
     )
     expected = path.drift(x_t, t) - 0.5 * path.diffusion(t) ** 2 * score
     atol = (
-        1000 * RTOL[dtype] * _scale(path.drift(x_t, t), path.diffusion(t) ** 2 * score)
+        1000
+        * relative_tolerance(dtype)
+        * _scale(path.drift(x_t, t), path.diffusion(t) ** 2 * score)
     )
     assert_allclose(velocity, expected, rtol=0, atol=atol)
 

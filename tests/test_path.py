@@ -14,7 +14,7 @@ from .helpers import (
     assert_allclose,
     paths,
     paths_in_precisions,
-    RTOL,
+    relative_tolerance,
 )
 
 
@@ -54,7 +54,7 @@ def test_prior_log_prob_is_isotropic_gaussian(path, dtype, key):
     x = path.prior_sample(key=key, shape=(4, 3), dtype=dtype)
     assert x.shape == (4, 3) and x.dtype == dtype
     expected = jnp.sum(jsp.stats.norm.logpdf(x, 0.0, path.sigma(1.0)))
-    assert_allclose(path.prior_log_prob(x), expected, rtol=RTOL[dtype])
+    assert_allclose(path.prior_log_prob(x), expected, rtol=relative_tolerance(dtype))
 
 
 @paths_in_precisions
@@ -111,7 +111,7 @@ def test_variance_preserving_paths_preserve_variance(path):
     ts = jnp.linspace(0.0, 1.0, 101)
     total = jax.vmap(path.alpha)(ts) ** 2 + jax.vmap(path.sigma)(ts) ** 2
     if isinstance(path, (scorax.VPPath, scorax.CosinePath)):
-        assert_allclose(total, 1.0, rtol=RTOL[jnp.float64])
+        assert_allclose(total, 1.0, rtol=relative_tolerance(jnp.float64))
     else:
         assert jnp.max(jnp.abs(total - 1)) > 1e-3
 
@@ -181,7 +181,7 @@ def test_noise_to_signal_is_sigma_over_alpha_and_inverse_noise_to_signal_inverts
     ts = jnp.linspace(0.02, 0.98, 9, dtype=jnp.float64)
     ratio = jax.vmap(path.noise_to_signal)(ts)
     log_snr = jax.vmap(path.log_snr)(ts)
-    rtol = RTOL[jnp.float64]
+    rtol = relative_tolerance(jnp.float64)
     assert_allclose(
         ratio, jax.vmap(path.sigma)(ts) / jax.vmap(path.alpha)(ts), rtol=rtol
     )

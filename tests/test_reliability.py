@@ -15,15 +15,10 @@ import pytest
 import scorax
 import scorax.testing
 
-from .helpers import without_runtime_type_checking
+from .helpers import EXACT_NOISE as EXACT, MIXTURE, VP, without_runtime_type_checking
 
 
-MIXTURE = scorax.datasets.gaussian_mixture()
-VP = scorax.VPPath()
 SCHEDULE = scorax.DDPMSchedule(50)
-EXACT = scorax.testing.ExactModel(
-    MIXTURE, VP, parameterisation=scorax.NoisePrediction()
-)
 X = jnp.ones(2)
 KEY = jr.key(0)
 CONSTANT = dfx.ConstantStepSize()

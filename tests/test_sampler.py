@@ -15,16 +15,19 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
-    gaussian_flow_map,
+    blurred,
+    Gaussian,
+    MIXTURE,
+    PATHS_TO_T_MAX as FLOW_PATHS,
     random_mixture,
     RUNTIME_ERRORS,
     seeds,
+    T_MIN,
+    VP,
     without_runtime_type_checking,
 )
 
 
-MIXTURE = scorax.datasets.gaussian_mixture()  # the seeds' two-Gaussian mixture
-VP = scorax.VPPath()
 VE = scorax.VEPath(sigma_min=0.01, sigma_max=20.0)
 COSINE = scorax.CosinePath()
 SCHEDULE = scorax.DDPMSchedule(num_steps=1000)
@@ -39,7 +42,7 @@ def exact(path, parameterisation=None, mixture=MIXTURE):
 
 def ncsn_model(x, sigma):
     """The exact noise-conditional score of the mixture blurred by N(0, sigma^2)."""
-    return MIXTURE.marginal(VE, VE.inverse_log_snr(-2 * jnp.log(sigma))).score(x)
+    return blurred(MIXTURE, sigma).score(x)
 
 
 SIGMAS = scorax.geometric_sigmas(sigma_min=0.01, sigma_max=20.0, num_levels=10)
@@ -308,14 +311,6 @@ def test_langevin_leaves_its_discrete_stationary_law_invariant():
     )
 
 
-FLOW_PATHS = {
-    "vp": (scorax.VPPath(), 1.0),
-    "subvp": (scorax.SubVPPath(), 1.0),
-    "ve": (scorax.VEPath(sigma_min=0.01, sigma_max=10.0), 1.0),
-    "edm": (scorax.EDMPath(), 1.0),
-    "cosine": (scorax.CosinePath(), 0.99),
-    "linear": (scorax.LinearPath(), 0.99),
-}
 TIGHT = dfx.PIDController(rtol=1e-9, atol=1e-9)
 
 
@@ -353,9 +348,7 @@ def test_probability_flow_is_the_exact_gaussian_transport_map(
     mixture = random_mixture(seed, 1, 3, jnp.float64)
     x = path.sigma(t_max) * jr.normal(jr.key(seed + 1), (3,))
     result = flow(scorax.testing.ExactModel(mixture, path, parameterisation), x, t_max)
-    expected = gaussian_flow_map(
-        mixture.means[0], mixture.covs[0], path, x, t_max, 1e-3
-    )
+    expected = Gaussian.of(mixture).flow_map(path, x, t_max, T_MIN)
     scale = float(jnp.max(jnp.abs(expected))) + 1
     assert_allclose(result.sample, expected, rtol=0, atol=1e-6 * scale)
 

@@ -12,13 +12,11 @@ import pytest
 
 import scorax
 import scorax.testing
-from scorax._sampler._by_name import SAMPLERS
 
-from .helpers import without_runtime_type_checking
+from .helpers import EXACT_NOISE, MIXTURE, VP, without_runtime_type_checking
 
 
-MIXTURE = scorax.datasets.gaussian_mixture()
-VP = scorax.VPPath()
+SAMPLERS = scorax.sampler_table()
 NAMES = tuple(SAMPLERS)
 CONTINUOUS = tuple(name for name in NAMES if name not in ("ddim", "ddpm"))
 
@@ -61,7 +59,7 @@ def test_every_name_spends_and_reports_the_evaluations_of_its_steps(name):
     (check_evaluation_count), and `num_steps` sets that count as documented."""
     reported: list[int] = []
     sampler = scorax.get_sampler(name, VP, num_steps=25 if name == "ddpm" else 2)
-    model = scorax.testing.ExactModel(MIXTURE, VP, scorax.NoisePrediction())
+    model = EXACT_NOISE
     start = VP.prior_sample(key=jr.key(0), shape=(1, 2))
     scorax.testing.check_evaluation_count(
         _recording(sampler, reported), model, start, num_counted=1
@@ -90,13 +88,14 @@ def test_paths_with_alpha_zero_at_the_noise_end_are_sampled_by_default(name, pat
 @pytest.mark.parametrize(
     ("name", "settings"),
     [
-        (
+        pytest.param(
             "dpm3m-time",
             {
                 "data_std": float(
                     jnp.std(MIXTURE.sample(key=jr.key(9), sample_shape=(10_000,)))
                 )
             },
+            marks=pytest.mark.slow,
         ),
         ("pc", {"axis_name": "batch"}),
     ],
@@ -108,7 +107,7 @@ def test_a_sampler_chosen_by_name_reaches_the_data(name, settings):
     as a user would, from a sample. (dpm2m converges to the exact ODE solution
     in test_dpm.)"""
     sampler = scorax.get_sampler(name, VP, **settings)
-    model = scorax.testing.ExactModel(MIXTURE, VP, scorax.NoisePrediction())
+    model = EXACT_NOISE
     start = VP.prior_sample(key=jr.key(0), shape=(1000, 2))
     scorax.testing.check_sampler(sampler, model, start, MIXTURE)
 

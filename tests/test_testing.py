@@ -18,11 +18,7 @@ from hypothesis.errors import NoSuchExample
 import scorax
 import scorax.testing as checks
 
-from .helpers import without_runtime_type_checking
-
-
-MIXTURE = scorax.datasets.gaussian_mixture()
-VP = scorax.VPPath()
+from .helpers import EXACT_NOISE, MIXTURE, VP, without_runtime_type_checking
 
 
 # ------------------------------------------------------------------- strategies
@@ -258,7 +254,6 @@ def test_a_singular_conversion_fails_the_roundtrip_check():
 # --------------------------------------------------------- check_objective_minimiser
 
 DATA = MIXTURE.sample(key=jr.key(1), sample_shape=(4096,))
-NOISE_MODEL = checks.ExactModel(MIXTURE, VP, scorax.NoisePrediction())
 
 
 def noise_regression_with_a_sign_error(model, x, key):
@@ -284,7 +279,7 @@ def noise_regression_with_a_sign_error(model, x, key):
 )
 def test_check_objective_minimiser_fails_on_a_wrong_objective(loss, identity):
     with pytest.raises(AssertionError, match="check_objective_minimiser") as failure:
-        checks.check_objective_minimiser(loss, NOISE_MODEL, DATA)
+        checks.check_objective_minimiser(loss, EXACT_NOISE, DATA)
     assert identity in str(failure.value)
 
 

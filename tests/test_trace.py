@@ -10,7 +10,7 @@ import scorax
 import scorax.testing
 from scorax._trace import quadratic_forms, sample_probes
 
-from .helpers import assert_allclose, precisions, RTOL, seeds
+from .helpers import assert_allclose, precisions, relative_tolerance, seeds
 
 
 probes = pytest.mark.parametrize("probe", ["gaussian", "rademacher", "sphere"])
@@ -43,7 +43,12 @@ def test_exact_trace_is_trace_of_jacobian(dtype, seed, shape, chunk_size):
     trace, standard_error = scorax.exact_trace(f, x, chunk_size=chunk_size)
     jacobian = jax.jacfwd(f)(x).reshape(x.size, x.size)
     assert trace.dtype == dtype and standard_error == 0
-    assert_allclose(trace, jnp.trace(jacobian), rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert_allclose(
+        trace,
+        jnp.trace(jacobian),
+        rtol=relative_tolerance(dtype),
+        atol=relative_tolerance(dtype),
+    )
 
 
 @probes

@@ -42,14 +42,36 @@ def check_time(t: ArrayLike, name: str = "t") -> Array:
     )
 
 
-def check_positive(value: ArrayLike, name: str) -> Array:
-    """`value` as an array, with an error naming `name` unless it is finite and > 0."""
+def _on_host(value: object) -> np.ndarray | None:
+    """`value` as a NumPy array when it is a Python or NumPy number or array
+    (known on the host even inside a traced function), else None."""
+    if isinstance(value, (bool, int, float, np.number, np.bool_, np.ndarray)):
+        return np.asarray(value)
+    return None
+
+
+def _checked(
+    value: ArrayLike, ok: Callable[[Any], Any], message: Callable[[object], str]
+) -> Array:
+    """`value` as an array, failing unless `ok(value)` holds everywhere: decided
+    at once for a value known on the host (even inside `jit`, where a Python
+    number stays a number), otherwise by `check`. `message` formats the value."""
+    host = _on_host(value)
+    if host is not None:
+        if not bool(np.all(ok(host))):
+            raise ValueError(message(host))
+        return jnp.asarray(value)
     value = jnp.asarray(value)
     shown = value if is_concrete(value) else "a traced value"
-    return check(
+    return check(value, ok(value), message(shown))
+
+
+def check_positive(value: ArrayLike, name: str) -> Array:
+    """`value` as an array, with an error naming `name` unless it is finite and > 0."""
+    return _checked(
         value,
-        jnp.isfinite(value) & (value > 0),
-        f"`{name}` must be finite and > 0, got {shown}.",
+        lambda v: (v > 0) & (abs(v) < float("inf")),
+        lambda shown: f"`{name}` must be finite and > 0, got {shown}.",
     )
 
 
@@ -77,18 +99,19 @@ def to_count(value: Any) -> Any:
 
 
 def check_range(
-    value: ArrayLike, name: str, *, low: float | int, high: float | int | None = None
+    value: ArrayLike,
+    name: str,
+    *,
+    low: float | int,
+    high: float | int | None = None,
 ) -> Array:
     """`value` as an array, with an error naming `name` unless it lies in
     [`low`, `high`] (or is >= `low`)."""
-    value = jnp.asarray(value)
-    ok = value >= low if high is None else (value >= low) & (value <= high)
-    allowed = f">= {low}" if high is None else f"lie in [{low}, {high}]"
-    shown = value if is_concrete(value) else "a traced value"
-    return check(
+    allowed = f"be >= {low}" if high is None else f"lie in [{low}, {high}]"
+    return _checked(
         value,
-        ok,
-        f"`{name}` must {'be ' if high is None else ''}{allowed}, got {shown}.",
+        lambda v: (v >= low) if high is None else (v >= low) & (v <= high),
+        lambda shown: f"`{name}` must {allowed}, got {shown}.",
     )
 
 
@@ -191,9 +214,12 @@ def check_start(x: Array, name: str = "x") -> Array:
 
 def check_finite_scalar(value: ArrayLike, name: str) -> Array:
     """`value` as a floating array, unless it is a NaN or an infinity."""
-    value = jnp.asarray(value, float)
-    shown = value if is_concrete(value) else "a traced value"
-    return check(value, jnp.isfinite(value), f"`{name}` must be finite, got {shown}.")
+    checked = _checked(
+        value,
+        lambda v: abs(v) < float("inf"),
+        lambda shown: f"`{name}` must be finite, got {shown}.",
+    )
+    return jnp.asarray(checked, float)
 
 
 def check_label(
