@@ -28,8 +28,11 @@ def tests(session: nox.Session) -> None:
     # `plots` too, so the tests of the demo command can draw its figures.
     session.install("-e", ".[test,plots]")
     # Most tests are bound by Python dispatch and compilation, one core each:
-    # on two cores, two workers halve the wall time.
-    session.run("pytest", *(session.posargs or ["-n", "auto"]))
+    # on two cores, two workers halve the wall time. Work stealing keeps both
+    # busy to the end (a long test left to one worker otherwise sets the time);
+    # the slowest tests are listed, to keep an eye on the suite's time.
+    default = ["-n", "auto", "--dist", "worksteal", "--durations", "15"]
+    session.run("pytest", *(session.posargs or default))
 
 
 @nox.session

@@ -54,7 +54,9 @@ COUNTED = {
     ),
     "geometric_sigmas": lambda n: scorax.geometric_sigmas(num_levels=n),
     "DDPMSchedule": lambda n: scorax.DDPMSchedule(n, beta_min=0.1, beta_max=1.0),
-    "ScoreMLP": lambda n: scorax.ScoreMLP((2,), width=n, depth=n, key=KEY),
+    "ScoreMLP": lambda n: scorax.ScoreMLP(
+        (2,), width=n, depth=n, num_time_features=2 * n, num_classes=n, key=KEY
+    ),
     "two_moons": lambda n: scorax.datasets.two_moons(n, key=KEY),
     "sliced_wasserstein": lambda n: scorax.sliced_wasserstein(
         jnp.ones((4, 2)), jnp.zeros((4, 2)), key=KEY, num_projections=n
@@ -64,9 +66,6 @@ COUNTED = {
     ),
     "hutchinson_trace": lambda n: scorax.hutchinson_trace(
         lambda x: -x, X, key=KEY, num_probes=n
-    ),
-    "UNet": lambda n: scorax.UNet(
-        (4, 4), channels=(4,), num_classes=n, num_time_features=2 * n, key=KEY
     ),
     "fit": lambda n: scorax.fit(
         scorax.ScoreMLP((2,), width=4, depth=1, key=KEY),
@@ -96,11 +95,23 @@ COUNTED = {
 
 
 @pytest.mark.parametrize("name", sorted(COUNTED))
-@pytest.mark.parametrize("kind", [int, np.int64, np.int32, np.uint8])
-def test_counts_of_any_integer_type_are_accepted(name, kind):
-    """A count may be a Python or NumPy integer of any width, as it would come
-    from a configuration file or a NumPy computation."""
-    COUNTED[name](kind(2))
+def test_counts_of_any_integer_type_are_accepted(name):
+    """A count may be a NumPy integer, as it would come from a configuration file
+    or a NumPy computation, in every API that takes one (each API reads its
+    counts through `check_count`, whose every integer type is tested below)."""
+    COUNTED[name](np.int64(2))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2, np.int64(2), np.int32(2), np.uint8(2), np.array(2), jnp.array(2, jnp.int32)],
+    ids=lambda v: type(v).__name__,
+)
+def test_check_count_reads_every_integer_type_as_an_int(value):
+    from scorax._checks import check_count, to_count
+
+    assert check_count(value, "n") == 2 and type(check_count(value, "n")) is int
+    assert to_count(value) == 2 and type(to_count(value)) is int
 
 
 @pytest.mark.parametrize("name", sorted(COUNTED))
