@@ -21,6 +21,7 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
+    assert_rate,
     Gaussian,
     PATHS_TO_T_MAX as PATHS,
     random_gaussian,
@@ -55,13 +56,19 @@ METHODS = {
     ),
     # UniC raises each corrected step by one order: 2M becomes third order. (3M
     # with UniC is fourth order on its interior steps, but its corrected warm-up
-    # step, with a local error O(h^3), caps it at 3; its error terms of orders 3
-    # and 4 can cancel at particular step counts, so its observed rate between
-    # two step counts is irregular and it is not in these tests.)
+    # step, with a local error O(h^3), caps it at 3. Its error terms of orders 3
+    # and 4 can cancel at particular step counts, so that its plain rate between
+    # two step counts is irregular: it is tested on Gaussians only, where the
+    # next-order term is eliminated first.)
     "dpm_solver_pp_2m_unic": (
         3,
         scorax.dpm_solver_pp_sample,
         {"order": 2, "corrector": True, "lower_order_final": False},
+    ),
+    "dpm_solver_pp_3m_unic": (
+        3,
+        scorax.dpm_solver_pp_sample,
+        {"order": 3, "corrector": True, "lower_order_final": False},
     ),
     # The residual after the linear part of N(0, data_std^2 I) data, interpolated
     # in time, on the quadratic time grid: the same orders. (Its error is far smaller
@@ -240,6 +247,7 @@ GAUSSIAN_PATHS = {
     "dpm_solver_pp_3m": "ve",
     "dpm_solver_pp_2m_unic": "vp",
     "dpm_solver_pp_2m_unic_time": "subvp",
+    "dpm_solver_pp_3m_unic": "ve",
 }
 
 
@@ -256,22 +264,6 @@ def pathwise_differences(name, model, path, x, reference, steps, t_max):
     )
 
 
-def assert_order_without_the_next_term(differences, order):
-    """The signed errors at n, 2n and 4n steps, e_n = C n^-k + D n^-(k+1) + ...,
-    with the next term eliminated first (Richardson): g_n = 2^(k+1) e_2n - e_n =
-    C n^-k + O(n^-(k+2)), so |g_n| / |g_2n| = 2^k. Its log2 is at least
-    `order` - 1/2. A method of order k - 1 gives 2^(k-1), one of order k + 1
-    more than 2^k. Without the elimination, C and D of opposite signs make the
-    plain ratio dip far below 2^k over a pre-asymptotic range (3M on some
-    Gaussians: 2.1 from 32 to 64 steps, with 3.2 before and 2.7 after)."""
-    e1, e2, e4 = differences
-    factor = 2.0 ** (order + 1)
-    rate = float(
-        jnp.log2(jnp.linalg.norm(factor * e2 - e1) / jnp.linalg.norm(factor * e4 - e2))
-    )
-    assert rate >= order - 0.5, ("order", rate, "claimed", order)
-
-
 @pytest.mark.parametrize("name", list(METHODS))
 @settings(max_examples=3)
 @given(seed=seeds)
@@ -279,8 +271,17 @@ def test_each_solver_converges_to_the_exact_gaussian_transport_map(name, seed):
     """For Gaussian data the probability-flow map is alpha mu + C_min C_max^{-1}
     (x - alpha mu) exactly; each solver's distance to it falls at the solver's
     order from 16 to 64 steps, once the next-order term is eliminated
-    (`assert_order_without_the_next_term`)."""
-    path, t_max = PATHS[GAUSSIAN_PATHS[name]]
+    (`helpers.assert_rate`).
+
+    The solves start at t = 1/2, not at the noise end: there the data
+    prediction hardly moves with the log-SNR (its derivative is of the order of
+    the signal-to-noise ratio, below 1e-4 at t = 1 on VP), so an error of low
+    order in the first steps (a warm-up step left uncorrected, which makes 3M
+    with UniC second order) would stay below the higher-order error of the
+    later steps at these step counts. The mixture tests below start at the
+    noise end."""
+    path, _ = PATHS[GAUSSIAN_PATHS[name]]
+    t_max = 0.5
     model, gaussian = gaussian_model(seed, path)
     x = path.sigma(t_max) * jr.normal(jr.key(seed), (4, 2))
     exact = jax.vmap(lambda x: gaussian.flow_map(path, x, t_max, T_MIN))(x)
@@ -289,7 +290,7 @@ def test_each_solver_converges_to_the_exact_gaussian_transport_map(name, seed):
     )
     # Far above rounding (~1e-13 here): the rate measured is the method's.
     assert float(jnp.max(jnp.abs(differences[-1]))) > 1e-10
-    assert_order_without_the_next_term(differences, METHODS[name][0])
+    assert_rate(differences, METHODS[name][0])
 
 
 # --- The order of convergence on mixtures ------------------------------------------

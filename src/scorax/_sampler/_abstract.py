@@ -15,6 +15,9 @@ import abc
 from typing import Generic, TypeVar
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._checks import check_time_range
@@ -24,6 +27,15 @@ from .._predict import Model, predict
 
 
 _State = TypeVar("_State")
+
+
+def normal(source: PRNGKeyArray | Array, like: Array) -> Array:
+    """A standard Gaussian draw shaped like `like`: drawn with `source` if it is a
+    PRNG key, else `source` itself (a draw the user supplied, see `run`'s
+    `noise`)."""
+    if jnp.issubdtype(source.dtype, jax.dtypes.prng_key):
+        return jr.normal(source, like.shape, like.dtype)
+    return source.astype(like.dtype)
 
 
 class Problem(eqx.Module):
@@ -86,6 +98,12 @@ class AbstractSampler(eqx.Module, Generic[_State]):
     def needs_key(self) -> bool:
         """Whether the method draws noise with these options."""
 
+    def draws(self) -> int:
+        """The standard Gaussian draws of one step (when `needs_key()`): each step
+        gets a key, or, where the user supplies the noise, an array of this many
+        draws shaped like the sample (without the leading axis when it is 1)."""
+        return 1
+
     @abc.abstractmethod
     def grid(self, problem: Problem, num_steps: int, dtype) -> PyTree[Array]:
         """The `num_steps + 1` grid points, stacked along a leading axis; each has
@@ -102,11 +120,13 @@ class AbstractSampler(eqx.Module, Generic[_State]):
         state: _State,
         s: PyTree[Array],
         t: PyTree[Array],
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[_State, Array]:
         """The state at grid point `t` from the state at `s` (step `index`), and
-        the sample at `s` that the trajectory records."""
+        the sample at `s` that the trajectory records. `key` is the step's PRNG
+        key, or its Gaussian draws where the user supplies them (read them with
+        `normal`)."""
 
     @abc.abstractmethod
     def sample(self, state: _State, node: PyTree[Array]) -> Array:
@@ -146,7 +166,7 @@ class AbstractLastStepSampler(AbstractSampler[_State]):
         state: _State,
         s: PyTree[Array],
         t: PyTree[Array],
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[_State, Array]:
         """The last step, with the arguments and results of `step`."""

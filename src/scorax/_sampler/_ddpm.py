@@ -3,7 +3,6 @@ r"""Ancestral sampling on the discrete DDPM schedule: DDPM and DDIM."""
 from typing import ClassVar, Literal, NamedTuple
 
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_choice, check_count, check_range, is_concrete
@@ -11,7 +10,7 @@ from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import DDPMSchedule
 from .._predict import Model
-from ._abstract import AbstractMarkovSampler, Problem
+from ._abstract import AbstractMarkovSampler, normal, Problem
 from ._grid import ddim_steps
 from ._loop import run
 from ._result import SampleResult
@@ -74,13 +73,13 @@ class DDPM(AbstractMarkovSampler):
         state: Array,
         s: _Step,
         t: _Step,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         x = state
         eps = _noise(problem, x, s.t)
         mean = (x - s.beta / jnp.sqrt(1 - s.alpha_cumprod) * eps) / jnp.sqrt(1 - s.beta)
-        return mean + s.std * jr.normal(key, x.shape, x.dtype), x
+        return mean + s.std * normal(key, x), x
 
 
 class DDIM(AbstractMarkovSampler):
@@ -122,7 +121,7 @@ class DDIM(AbstractMarkovSampler):
         state: Array,
         s: _Step,
         t: _Step,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         x = state
@@ -136,7 +135,7 @@ class DDIM(AbstractMarkovSampler):
             * (1 - alpha_cumprod / alpha_previous)
         )
         direction = jnp.sqrt(jnp.maximum(1 - alpha_previous - sigma**2, 0))
-        z = jr.normal(key, x.shape, x.dtype)
+        z = normal(key, x)
         return jnp.sqrt(alpha_previous) * x0 + direction * eps + sigma * z, x
 
 
@@ -145,7 +144,8 @@ def ddpm_sample(
     schedule: DDPMSchedule,
     x: Float[Array, "*shape"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     parameterisation: AbstractParameterisation = NoisePrediction(),
     variance: Literal["beta", "posterior"] = "beta",
     trajectory: bool = False,
@@ -176,7 +176,11 @@ def ddpm_sample(
     - `model`: called as `model(x_i, t_i)`.
     - `schedule`: the [`DDPMSchedule`][scorax.DDPMSchedule] with $N$ steps.
     - `x`: the starting point $x_N$, any shape.
-    - `key`: a JAX PRNG key for the noise.
+    - `key`: a JAX PRNG key for the noise (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(N, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
     - `variance`: `"beta"` or `"posterior"`, as above.
     - `trajectory`: also return $x_N, \dots, x_0$, with `times` $t_N, \dots,
@@ -193,6 +197,7 @@ def ddpm_sample(
         x,
         num_steps=schedule.num_steps,
         key=key,
+        noise=noise,
         denoise=False,
         trajectory=trajectory,
     )
@@ -206,6 +211,7 @@ def ddim_sample(
     num_steps: IntScalarLike | None = None,
     eta: RealScalarLike = 0.0,
     key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     parameterisation: AbstractParameterisation = NoisePrediction(),
     trajectory: bool = False,
 ) -> SampleResult:
@@ -239,7 +245,11 @@ def ddim_sample(
     - `x`: the starting point, any shape.
     - `num_steps`: $1 \le S \le N$ (default $N$).
     - `eta`: $0 \le \eta \le 1$; default 0.
-    - `key`: a JAX PRNG key, needed when $\eta > 0$.
+    - `key`: a JAX PRNG key, needed when $\eta > 0$ (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(S, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
     - `trajectory`: also return the $S + 1$ states, with `times` $\tau_k / N$
       and a final 0.
@@ -257,6 +267,7 @@ def ddim_sample(
         x,
         num_steps=num_steps,
         key=key,
+        noise=noise,
         denoise=False,
         trajectory=trajectory,
     )

@@ -43,7 +43,7 @@ class DPMSolver(AbstractExponentialSampler[Array], AbstractMarkovSampler):
         state: Array,
         s: Node,
         t: Node,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         """One step from node s to node t, with intermediate nodes at ell_s + h/2

@@ -7,7 +7,6 @@ from typing import ClassVar, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._checks import check, check_choice, check_count, to_count
@@ -15,7 +14,7 @@ from .._custom_types import IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, DDPMSchedule
 from .._predict import Model
-from ._abstract import Problem
+from ._abstract import normal, Problem
 from ._exponential import AbstractExponentialSampler
 from ._grid import Node, Spacing
 from ._loop import run
@@ -140,7 +139,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
         state: _State,
         s: Node,
         t: Node,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[_State, Array]:
         rule = self.rule(problem, state.x.dtype)
@@ -173,7 +172,7 @@ class DPMSolverPP(AbstractExponentialSampler[_State]):
             rule, x, s, t, history.values, history.nodes, count, midpoint=True
         )
         if self.stochastic:
-            z = jr.normal(key, x.shape, x.dtype)
+            z = normal(key, x)
             x_t = x_t + t.sigma * jnp.sqrt(-jnp.expm1(-2 * (t.ell - s.ell))) * z
         new = state._replace(
             x=x_t, history=history, x_before=x, before=s, count_before=count
@@ -190,6 +189,7 @@ def dpm_solver_pp_sample(
     order: IntScalarLike = 2,
     stochastic: bool = False,
     key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     lower_order_final: bool = True,
     corrector: bool = False,
     spacing: Spacing = "log_snr",
@@ -297,7 +297,11 @@ def dpm_solver_pp_sample(
     - `num_steps`: the number of steps, $\ge 1$; default 20.
     - `order`: 1, 2 or 3 (1 or 2 with `stochastic=True`); default 2.
     - `stochastic`: the SDE variant; needs `key`.
-    - `key`: a JAX PRNG key, for `stochastic=True`.
+    - `key`: a JAX PRNG key, for `stochastic=True` (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(num_steps, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `corrector`: apply UniC after each step (not with `stochastic=True`).
     - `interpolation`: `"log_snr"` (default, Lu et al.) or `"time"` (DEIS).
     - `data_std`: $\sigma_d \ge 0$, the data's standard deviation, whose
@@ -328,6 +332,7 @@ def dpm_solver_pp_sample(
         x,
         num_steps=num_steps,
         key=key,
+        noise=noise,
         denoise=denoise,
         trajectory=trajectory,
     )

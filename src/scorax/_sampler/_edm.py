@@ -4,7 +4,6 @@ from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import (
@@ -22,7 +21,7 @@ from .._parameterisation import (
 )
 from .._path import AbstractGaussianPath
 from .._predict import Model
-from ._abstract import AbstractLastStepSampler, Problem
+from ._abstract import AbstractLastStepSampler, normal, Problem
 from ._grid import rho_levels
 from ._loop import run
 from ._result import SampleResult
@@ -112,7 +111,7 @@ class EDMHeun(AbstractLastStepSampler[Array]):
             # Never above the grid's top level: the model is not called past
             # t_max, and the top level churned adds no noise from rounding.
             level_hat = jnp.minimum(s.level * (1 + s.gamma), s.top)
-            z = jr.normal(key, x_scaled.shape, x_scaled.dtype)
+            z = normal(key, x_scaled)
             spread = jnp.sqrt(jnp.maximum(level_hat**2 - s.level**2, 0))
             x_hat = x_scaled + spread * self.churn_noise * z
         slope = (x_hat - self._denoised(problem, x_hat, level_hat)) / level_hat
@@ -124,7 +123,7 @@ class EDMHeun(AbstractLastStepSampler[Array]):
         state: Array,
         s: _Level,
         t: _Level,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         x_hat, level_hat, slope, x_next = self._euler(problem, state, s, t, key)
@@ -138,7 +137,7 @@ class EDMHeun(AbstractLastStepSampler[Array]):
         state: Array,
         s: _Level,
         t: _Level,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         """Euler to noise level 0: the denoiser's output."""
@@ -160,6 +159,7 @@ def edm_sample(
     churn_max: RealScalarLike = float("inf"),
     churn_noise: RealScalarLike = 1.0,
     key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     parameterisation: AbstractParameterisation = NoisePrediction(),
     trajectory: bool = False,
 ) -> SampleResult:
@@ -210,7 +210,11 @@ def edm_sample(
     - `churn`, `churn_min`, `churn_max`, `churn_noise`: $S_\text{churn} \ge 0$
       (default 0, deterministic), $S_\text{tmin}$, $S_\text{tmax}$ (in units of
       $\tilde\sigma$) and $S_\text{noise}$.
-    - `key`: a JAX PRNG key, needed when `churn` $> 0$.
+    - `key`: a JAX PRNG key, needed when `churn` $> 0$ (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(num_steps, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `parameterisation`: what the model predicts; default `NoisePrediction()`.
     - `trajectory`: also return the $N + 1$ states $x = \alpha(t)\tilde x$, with
       `times` the $t$ of each level (the last is 0).
@@ -233,6 +237,7 @@ def edm_sample(
         x,
         num_steps=num_steps,
         key=key,
+        noise=noise,
         denoise=False,
         trajectory=trajectory,
     )

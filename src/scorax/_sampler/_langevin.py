@@ -4,13 +4,17 @@ from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax.numpy as jnp
-import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check, check_count, check_positive, is_concrete, to_count
 from .._custom_types import IntScalarLike, RealScalarLike
 from .._predict import Model, ScoreFn
-from ._abstract import AbstractDenoisingSampler, AbstractMarkovSampler, Problem
+from ._abstract import (
+    AbstractDenoisingSampler,
+    AbstractMarkovSampler,
+    normal,
+    Problem,
+)
 from ._loop import run
 from ._result import SampleResult
 
@@ -19,10 +23,11 @@ def langevin_step(
     x: Float[Array, "*shape"],
     score: Float[Array, "*shape"],
     step_size: Array,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | Array,
 ) -> Float[Array, "*shape"]:
-    r"""$x + \epsilon s + \sqrt{2\epsilon}\, z$ with $z \sim \mathcal{N}(0, I)$."""
-    z = jr.normal(key, x.shape, x.dtype)
+    r"""$x + \epsilon s + \sqrt{2\epsilon}\, z$ with $z \sim \mathcal{N}(0, I)$
+    drawn with `key` (or given, as `key`)."""
+    z = normal(key, x)
     return x + step_size * score + jnp.sqrt(2 * step_size) * z
 
 
@@ -83,7 +88,7 @@ class Langevin(AbstractMarkovSampler):
         state: Array,
         s: _Point,
         t: _Point,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         score = problem.model(state, s.t)
@@ -130,7 +135,7 @@ class AnnealedLangevin(AbstractMarkovSampler, AbstractDenoisingSampler[Array]):
         state: Array,
         s: _Point,
         t: _Point,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         """A Langevin step at the level of `t`, the level this step runs at."""
@@ -149,7 +154,8 @@ def langevin(
     score_fn: ScoreFn,
     x: Float[Array, "*shape"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     step_size: RealScalarLike,
     num_steps: IntScalarLike,
     trajectory: bool = False,
@@ -171,7 +177,11 @@ def langevin(
 
     - `score_fn`: the score $s(x) \approx \nabla \log p(x)$, not time-conditional.
     - `x`: the starting point, of any shape.
-    - `key`: a JAX PRNG key for the noise.
+    - `key`: a JAX PRNG key for the noise (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(K, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `step_size`: $\epsilon > 0$.
     - `num_steps`: the number of steps $K \ge 1$, one score evaluation each.
     - `trajectory`: also return the $K + 1$ states, with `times` $k\epsilon$ (the
@@ -188,6 +198,7 @@ def langevin(
         x,
         num_steps=num_steps,
         key=key,
+        noise=noise,
         denoise=False,
         trajectory=trajectory,
     )
@@ -198,7 +209,8 @@ def annealed_langevin(
     sigmas: Float[Array, " num_levels"],
     x: Float[Array, "*shape"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *shape"] | None = None,
     step_size: RealScalarLike = 2e-5,
     steps_per_level: IntScalarLike = 100,
     denoise: bool = True,
@@ -228,7 +240,11 @@ def annealed_langevin(
     - `sigmas`: the levels, positive and strictly decreasing, e.g.
       [`geometric_sigmas`][scorax.geometric_sigmas].
     - `x`: the starting point, in the paper uniform noise; any shape.
-    - `key`: a JAX PRNG key for the noise.
+    - `key`: a JAX PRNG key for the noise (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(L T, *x.shape)`, `noise[k]` the draw of step $k$ (to couple
+      runs with common random numbers, or to drive the sampler with a given
+      path of Brownian increments).
     - `step_size`: $\epsilon > 0$; default $2 \times 10^{-5}$ as in the paper.
     - `steps_per_level`: $T \ge 1$; default 100.
     - `denoise`: finish with the denoising step (one more model evaluation).
@@ -249,6 +265,7 @@ def annealed_langevin(
         x,
         num_steps=sampler.num_steps,
         key=key,
+        noise=noise,
         denoise=denoise,
         trajectory=trajectory,
     )

@@ -24,17 +24,12 @@ def run(
     key: PRNGKeyArray | None,
     denoise: bool,
     trajectory: bool,
+    noise: Array | None = None,
 ) -> SampleResult:
     """Sample `problem` from `x` with `sampler` on its grid of `num_steps` steps:
     check the key, the start and the model, scan the steps (one key each, split
-    from `key`), optionally denoise at the last grid point, and check the result
-    is finite."""
-    if key is None:
-        if sampler.needs_key():
-            raise ValueError(
-                f"`key` is required: {sampler.name} draws noise with these settings."
-            )
-        key = jr.key(0)  # unused: nothing is drawn
+    from `key`, or the Gaussian draws of each step given in `noise`), optionally
+    denoise at the last grid point, and check the result is finite."""
     if denoise and not isinstance(sampler, AbstractDenoisingSampler):
         raise ValueError(f"`denoise`: {sampler.name} has no final denoising step.")
     x = check_start(x)
@@ -44,7 +39,7 @@ def run(
     inputs = (
         jax.tree.map(lambda a: a[:-1], grid),
         jax.tree.map(lambda a: a[1:], grid),
-        jr.split(key, num_steps),
+        _randomness(sampler, key, noise, num_steps, x),
         jnp.arange(num_steps),
     )
     last_differs = isinstance(sampler, AbstractLastStepSampler)
@@ -79,3 +74,41 @@ def run(
         trajectory=states,
         times=grid.t if trajectory else None,
     )
+
+
+def _randomness(
+    sampler: AbstractSampler,
+    key: PRNGKeyArray | None,
+    noise: Array | None,
+    num_steps: int,
+    x: Array,
+) -> Array:
+    """One key a step, split from `key`; or the draws of each step, `noise`
+    checked against the shape the sampler draws."""
+    if noise is None:
+        if key is None:
+            if sampler.needs_key():
+                raise ValueError(
+                    f"`key` is required: {sampler.name} draws noise with these "
+                    "settings."
+                )
+            key = jr.key(0)  # unused: nothing is drawn
+        return jr.split(key, num_steps)
+    if key is not None:
+        raise ValueError(
+            "`key`, `noise`: pass one of them, not both (`noise` holds every "
+            "Gaussian draw of the sampler)."
+        )
+    if not sampler.needs_key():
+        raise ValueError(
+            f"`noise`: {sampler.name} draws no noise with these settings; leave it "
+            "None."
+        )
+    draws = sampler.draws()
+    shape = (num_steps, *((draws,) if draws > 1 else ()), *x.shape)
+    if noise.shape != shape:
+        raise ValueError(
+            f"`noise` must hold {draws} standard Gaussian draw(s) shaped like `x` "
+            f"for each of the {num_steps} steps: shape {shape}, got {noise.shape}."
+        )
+    return jnp.asarray(noise, x.dtype)

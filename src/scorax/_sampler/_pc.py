@@ -18,7 +18,12 @@ from .._parameterisation import (
 )
 from .._path import AbstractGaussianPath
 from .._predict import Model
-from ._abstract import AbstractDenoisingSampler, AbstractMarkovSampler, Problem
+from ._abstract import (
+    AbstractDenoisingSampler,
+    AbstractMarkovSampler,
+    normal,
+    Problem,
+)
 from ._grid import uniform_times
 from ._loop import run
 from ._result import SampleResult
@@ -49,12 +54,15 @@ class PredictorCorrector(AbstractMarkovSampler, AbstractDenoisingSampler[Array])
     def needs_key(self) -> bool:
         return True
 
+    def draws(self) -> int:
+        return 1 + self.corrector_steps
+
     def grid(self, problem: Problem, num_steps: int, dtype) -> _Time:
         return _Time(uniform_times(problem.t_max, problem.t_min, num_steps, dtype))
 
     def _corrector(self, problem: Problem, x, s, retention, key) -> Array:
         g = problem.read(x, s, ScorePrediction())
-        z = jr.normal(key, x.shape, x.dtype)
+        z = normal(key, x)
         g_norm, z_norm = jnp.sqrt(jnp.sum(g**2)), jnp.sqrt(jnp.sum(z**2))
         if self.axis_name is not None:
             g_norm, z_norm = jax.lax.pmean((g_norm, z_norm), self.axis_name)
@@ -69,23 +77,27 @@ class PredictorCorrector(AbstractMarkovSampler, AbstractDenoisingSampler[Array])
         state: Array,
         s: _Time,
         t: _Time,
-        key: PRNGKeyArray,
+        key: PRNGKeyArray | Array,
         index: Array,
     ) -> tuple[Array, Array]:
         """From time `s.t` to the next, earlier time `t.t`."""
         path = problem.model_path
         x, now, then = state, s.t, t.t
-        predictor_key, corrector_key = jr.split(key)
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            predictor_key, corrector_key = jr.split(key)
+            corrector_keys = jr.split(corrector_key, self.corrector_steps)
+        else:  # the draws given: the predictor's, then the corrector's
+            draws = key.reshape((self.draws(), *x.shape))
+            predictor_key, corrector_keys = draws[0], draws[1:]
         a = path.alpha(now) / path.alpha(then)
         b = jnp.sqrt(jnp.maximum(path.sigma(now) ** 2 - (a * path.sigma(then)) ** 2, 0))
-        z = jr.normal(predictor_key, x.shape, x.dtype)
+        z = normal(predictor_key, x)
         x = (2 - a) * x + b**2 * problem.read(x, now, ScorePrediction()) + b * z
         if self.corrector_steps:
-            keys = jr.split(corrector_key, self.corrector_steps)
             x, _ = jax.lax.scan(
                 lambda x, key: (self._corrector(problem, x, then, a**2, key), None),
                 x,
-                keys,
+                corrector_keys,
             )
         return x, state
 
@@ -99,7 +111,8 @@ def predictor_corrector_sample(
     path: AbstractGaussianPath,
     x: Float[Array, "*shape"],
     *,
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None = None,
+    noise: Float[Array, " num_steps *noise_shape"] | None = None,
     num_steps: IntScalarLike = 1000,
     corrector_steps: IntScalarLike = 1,
     snr: RealScalarLike = 0.16,
@@ -148,7 +161,11 @@ def predictor_corrector_sample(
     - `path`: the Gaussian path the model was trained on.
     - `x`: the starting point, a draw from
       [`prior_sample`][scorax.AbstractGaussianPath.prior_sample].
-    - `key`: a JAX PRNG key for the noise.
+    - `key`: a JAX PRNG key for the noise (or `noise`).
+    - `noise`: the Gaussian draws, given instead of `key`: standard normal, of
+      shape `(num_steps, 1 + corrector_steps, *x.shape)` (`(num_steps,
+      *x.shape)` without corrector steps), the predictor's draw of step $k$ in
+      `noise[k, 0]` and the corrector's after it.
     - `num_steps`: predictor steps $N \ge 1$.
     - `corrector_steps`: Langevin steps after each predictor step, $\ge 0$ ($0$
       gives the predictor alone, "reverse diffusion"); default 1.
@@ -176,6 +193,7 @@ def predictor_corrector_sample(
         x,
         num_steps=num_steps,
         key=key,
+        noise=noise,
         denoise=denoise,
         trajectory=trajectory,
     )
