@@ -70,6 +70,15 @@ METHODS = {
         scorax.dpm_solver_pp_sample,
         {"order": 3, "corrector": True, "lower_order_final": False},
     ),
+    # The residual after N(0, 1)'s linear part, interpolated in ell: on data
+    # that is not N(0, I) the residual is not zero, so the quadrature weights
+    # carry the whole order (the isotropic test below only shows the linear part
+    # exact).
+    "dpm_solver_pp_3m_data_std": (
+        3,
+        scorax.dpm_solver_pp_sample,
+        {"order": 3, "lower_order_final": False, "data_std": 1.0},
+    ),
     # The residual after the linear part of N(0, data_std^2 I) data, interpolated
     # in time, on the quadratic time grid: the same orders. (Its error is far smaller
     # than 2M + UniC's at these step counts and still falls faster than h^3 on
@@ -248,6 +257,7 @@ GAUSSIAN_PATHS = {
     "dpm_solver_pp_2m_unic": "vp",
     "dpm_solver_pp_2m_unic_time": "subvp",
     "dpm_solver_pp_3m_unic": "ve",
+    "dpm_solver_pp_3m_data_std": "edm",
 }
 
 
@@ -308,6 +318,7 @@ MIXTURE_PATHS = {
     "dpm_solver_pp_3m": "vp",
     "dpm_solver_pp_2m_unic": "ve",
     "dpm_solver_pp_2m_unic_time": "vp",
+    "dpm_solver_pp_3m_data_std": "cosine",
 }
 
 
