@@ -153,6 +153,8 @@ def sliced_wasserstein(
 
     def quantiles(points):
         projected = jnp.sort(points @ directions.T, axis=0)
+        if points.shape[0] == size:  # already at the levels
+            return projected.T
         grid = (jnp.arange(points.shape[0], dtype=x.dtype) + 0.5) / points.shape[0]
         return jax.vmap(lambda column: jnp.interp(levels, grid, column), in_axes=1)(
             projected

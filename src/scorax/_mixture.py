@@ -119,9 +119,7 @@ class GaussianMixture(eqx.Module):
             raise ValueError(
                 f"`x` must have shape (d,) = ({self.dim},), got {x.shape}."
             )
-        z = jax.vmap(
-            lambda tril, mean: jsp.linalg.solve_triangular(tril, x - mean, lower=True)
-        )(self.scale_tril, self.means)
+        z = jnp.einsum("kij,kj->ki", self._inverse_tril(), x[None] - self.means)
         log_det = jnp.sum(
             jnp.log(jnp.diagonal(self.scale_tril, axis1=-2, axis2=-1)), -1
         )
@@ -196,11 +194,18 @@ class GaussianMixture(eqx.Module):
         weight = jnp.asarray(weight, x.dtype)
         return (1 + weight) * self.score(x, y) - weight * self.score(x)
 
+    def _inverse_tril(self) -> Float[Array, "k d d"]:
+        """Per component: $L_k^{-1}$. It depends on the mixture alone, so under
+        `vmap` over points it is computed once, and each point costs products,
+        not triangular solves (which XLA runs one small matrix at a time)."""
+        eye = jnp.eye(self.dim, dtype=self.scale_tril.dtype)
+        return jax.vmap(
+            lambda tril: jsp.linalg.solve_triangular(tril, eye, lower=True)
+        )(self.scale_tril)
+
     def _solve_transposed(self, z: Float[Array, "k d"]) -> Float[Array, "k d"]:
         """Per component: $L_k^{-T} z_k$, so that $L_k^{-T} L_k^{-1} = \\Sigma_k^{-1}$."""
-        return jax.vmap(
-            lambda tril, v: jsp.linalg.solve_triangular(tril, v, lower=True, trans="T")
-        )(self.scale_tril, z)
+        return jnp.einsum("kji,kj->ki", self._inverse_tril(), z)
 
     def sample(
         self, *, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()

@@ -12,7 +12,8 @@ for your own paths, parameterisations, objectives, estimators and samplers.
   [`check_parameterisation_roundtrip`][scorax.testing.check_parameterisation_roundtrip],
   [`check_objective_minimiser`][scorax.testing.check_objective_minimiser],
   [`check_unbiased`][scorax.testing.check_unbiased],
-  [`check_sampler`][scorax.testing.check_sampler] and
+  [`check_sampler`][scorax.testing.check_sampler] (which returns a
+  [`SamplerCheck`][scorax.testing.SamplerCheck] with its detectable effect) and
   [`check_evaluation_count`][scorax.testing.check_evaluation_count].
 
 Thresholds come from machine epsilon (deterministic identities) or from standard
@@ -39,6 +40,7 @@ from ._statistical_checks import (
     check_objective_minimiser as check_objective_minimiser,
     check_sampler as check_sampler,
     check_unbiased as check_unbiased,
+    SamplerCheck as SamplerCheck,
 )
 from ._strategies import (
     dtypes as dtypes,
@@ -51,6 +53,7 @@ from ._strategies import (
 
 __all__ = [
     "ExactModel",
+    "SamplerCheck",
     "check_evaluation_count",
     "check_objective_minimiser",
     "check_parameterisation_roundtrip",

@@ -1,8 +1,10 @@
 """Statistical checks with fixed keys: unbiased estimators, consistent objectives,
 samplers that reach the data, and honest evaluation counts."""
 
+import hashlib
+import statistics
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -399,8 +401,32 @@ def exact_moments(mixture: GaussianMixture) -> Float[Array, " moments"]:
     return jnp.concatenate([means, second[jnp.triu_indices(mixture.dim)]])
 
 
-@eqx.filter_jit
+# The noise floors computed so far: a floor depends on the target, the keys and
+# the sample size alone, not on the sampler, and sorting its pairs is the costly
+# part of check_sampler; checks of many samplers against one target (a test
+# suite) compute it once.
+_FLOORS: dict[bytes, np.ndarray] = {}
+
+
 def _noise_floor(
+    target: GaussianMixture, keys: Key[Array, " pairs"], sw_key: PRNGKeyArray, n: int
+) -> np.ndarray:
+    """`_noise_floor_of`, computed once for each target, keys and size."""
+    leaves = [target.means, target.covs, target.weights]
+    leaves += [jr.key_data(keys), jr.key_data(sw_key)]
+    digest = hashlib.sha256(str(n).encode())
+    for leaf in leaves:
+        array = np.asarray(leaf)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    entry = digest.digest()
+    if entry not in _FLOORS:
+        _FLOORS[entry] = np.asarray(_noise_floor_of(target, keys, sw_key, n))
+    return _FLOORS[entry]
+
+
+@eqx.filter_jit
+def _noise_floor_of(
     target: GaussianMixture, keys: Key[Array, " pairs"], sw_key: PRNGKeyArray, n: int
 ) -> Array:
     """Sliced Wasserstein distances between pairs of fresh samples of size `n`
@@ -424,17 +450,74 @@ def _moment_spread(target: GaussianMixture, key: PRNGKeyArray) -> Array:
     return jnp.std(jax.vmap(_moment_statistics)(reference), 0)
 
 
+class SamplerCheck(NamedTuple):
+    r"""What [`check_sampler`][scorax.testing.check_sampler] measured, when the
+    check passes.
+
+    - `num_samples`: $n$, the samples checked.
+    - `detectable`: $\delta_n$, the smallest error of any first or second moment,
+      relative to its scale, that the check detects with probability `power`
+      at this $n$.
+    - `power`: the probability of detection $\delta_n$ refers to.
+    - `largest_error`: the largest moment error in standard errors (below
+      `num_standard_errors` since the check passed).
+    """
+
+    num_samples: int
+    detectable: float
+    power: float
+    largest_error: float
+
+
+def _moment_scales(target: GaussianMixture) -> Array:
+    """The scale each moment's relative error refers to: sqrt(E[x_i^2]) for
+    E[x_i], sqrt(E[x_i^2] E[x_j^2]) for E[x_i x_j]."""
+    dim = target.dim
+    second = exact_moments(target)[dim:]
+    square = jnp.zeros((dim, dim), second.dtype).at[jnp.triu_indices(dim)].set(second)
+    diagonal = jnp.diagonal(square)
+    rows, columns = jnp.triu_indices(dim)
+    return jnp.sqrt(jnp.concatenate([diagonal, diagonal[rows] * diagonal[columns]]))
+
+
+def _detectable(
+    relative_spread: np.ndarray, n: int, num_standard_errors: float, power: float
+) -> float:
+    """The relative moment error detected with probability `power` from n
+    samples: (z + Phi^{-1}(power)) s / sqrt(n), for the worst-resolved moment."""
+    margin = num_standard_errors + statistics.NormalDist().inv_cdf(power)
+    return float(margin * np.max(relative_spread) / np.sqrt(n))
+
+
+def _samples_needed(
+    relative_spread: np.ndarray, detect: float, num_standard_errors: float, power: float
+) -> int:
+    """The smallest n at which `_detectable` is at most `detect`."""
+    margin = num_standard_errors + statistics.NormalDist().inv_cdf(power)
+    return int(np.ceil((margin * np.max(relative_spread) / detect) ** 2))
+
+
+def _check_power(detect: float | None, power: float) -> None:
+    if detect is not None and not (np.isfinite(detect) and detect > 0):
+        raise ValueError(f"`detect` must be finite and > 0, got {detect}.")
+    if not 0.5 <= power < 1:
+        raise ValueError(f"`power` must be in [0.5, 1), got {power}.")
+
+
 def check_sampler(
     sampler: Sampler,
     model: Callable[..., Array],
-    start: Float[Array, " num d"],
+    start: Float[Array, "num d"] | Callable[[PRNGKeyArray, int], Array],
     target: GaussianMixture,
     *,
     key: PRNGKeyArray | None = None,
     num_standard_errors: float = 5.0,
+    detect: float | None = None,
+    power: float = 0.99,
     num_noise_floor: IntScalarLike = 30,
+    num_distance: IntScalarLike | None = 2000,
     num_counted: IntScalarLike = 2,
-) -> None:
+) -> SamplerCheck:
     r"""Check a sampler against the exact answer: fed an exact model (e.g.
     [`ExactModel`][scorax.testing.ExactModel] of `target` on a path), its samples
     must be statistically indistinguishable from `target`, and it must report
@@ -443,21 +526,35 @@ def check_sampler(
     The sampler runs on every starting point under
     `jax.jit(jax.vmap(..., axis_name="batch"))`, giving $n$ samples. Then:
 
-    1. **distribution:** the sliced Wasserstein distance
-       ([`sliced_wasserstein`][scorax.sliced_wasserstein]) from the samples to $n$
-       fresh draws of `target` is within $z$ standard deviations of its two-sample
-       noise floor, the same distance between two fresh samples of size $n$
-       (mean and standard deviation over `num_noise_floor` pairs);
-    2. **moments:** every first moment $\mathbb{E}[x_i]$ and second moment
-       $\mathbb{E}[x_i x_j]$ of the samples is within $z$ standard errors of the
-       mixture's exact value (the standard errors from 100,000 fresh draws);
+    1. **moments:** every first moment $\mathbb{E}[x_i]$ and second moment
+       $\mathbb{E}[x_i x_j]$ of the samples is within $z$ standard errors
+       $s_m / \sqrt n$ of the mixture's exact value ($s_m$, the moment's spread,
+       from 100,000 fresh draws);
+    2. **distribution:** the sliced Wasserstein distance
+       ([`sliced_wasserstein`][scorax.sliced_wasserstein]) from (the first
+       `num_distance` of) the samples to as many fresh draws of `target` is
+       within $z$ standard deviations of its two-sample noise floor, the same
+       distance between two fresh samples of that size (mean and standard
+       deviation over `num_noise_floor` pairs);
     3. **evaluations:** [`check_evaluation_count`][scorax.testing.check_evaluation_count]
        on the first `num_counted` starting points (2 by default).
 
-    A sampler that stops early, takes a wrong step or uses a score of the wrong
-    scale fails 1 or 2 at a few thousand samples; the check is deterministic
-    (fixed keys) and, for a correct sampler, fails with probability below about
-    $10^{-5}$ at $z = 5$.
+    **Power.** A moment whose true error is $\delta$ times its scale (the root
+    mean square $\sqrt{\mathbb{E}[x_i^2]}$ for $\mathbb{E}[x_i]$,
+    $\sqrt{\mathbb{E}[x_i^2]\mathbb{E}[x_j^2]}$ for $\mathbb{E}[x_i x_j]$) fails
+    check 1 with probability at least `power` when
+
+    $$\delta \ge \delta_n = \bigl(z + \Phi^{-1}(\text{power})\bigr)
+    \max_m \frac{s_m}{\text{scale}_m \sqrt n},$$
+
+    the detectable effect of $n$ samples, reported by every failure and returned
+    on success. Ask for the effect instead with `detect`: given a function
+    `start(key, n)`, the check draws the $n$ starting points that $\delta_n \le$
+    `detect` needs; given an array of starting points, it refuses too few. (For
+    the seeds' two-Gaussian mixture, $z = 5$ and power 0.99, `detect=0.03`
+    needs about 60,000 samples.) For a correct sampler the check fails with
+    probability below about $10^{-5}$ at $z = 5$; it is deterministic (fixed
+    keys).
 
     **Arguments:**
 
@@ -467,12 +564,20 @@ def check_sampler(
       `axis_name` does).
     - `model`: the exact model the sampler is fed.
     - `start`: $n$ starting points along the first axis (a thousand or more),
-      e.g. draws of [`prior_sample`][scorax.AbstractGaussianPath.prior_sample].
+      e.g. draws of [`prior_sample`][scorax.AbstractGaussianPath.prior_sample];
+      or, with `detect`, a function `start(key, n)` that draws them.
     - `target`: the [`GaussianMixture`][scorax.GaussianMixture] the samples
       should follow.
     - `key`: a JAX PRNG key (default: fixed).
     - `num_standard_errors`: $z > 0$.
+    - `detect`: the relative moment error $> 0$ the check must detect with
+      probability `power` (default `None`: the $n$ of `start`).
+    - `power`: in $[0.5, 1)$; default 0.99.
     - `num_noise_floor`: pairs of fresh samples for the noise floor, $\ge 2$.
+    - `num_distance`: the samples the distance uses, $\ge 2$ (default 2,000;
+      `None`: all). Each pair of the noise floor sorts this many points along
+      128 directions, so the distance is the costly part at large $n$; the
+      moments always use every sample.
     - `num_counted`: starting points whose evaluations are counted, $\ge 0$.
       Counting compiles the sampler a second time (with the counting model);
       `0` leaves the count out, for a sampler whose count a separate
@@ -480,24 +585,97 @@ def check_sampler(
 
     **Returns:**
 
-    `None`; raises `AssertionError` with a report otherwise.
+    A [`SamplerCheck`][scorax.testing.SamplerCheck] with $n$ and $\delta_n$;
+    raises `AssertionError` with a report otherwise.
     """
     _check_threshold(num_standard_errors)
+    _check_power(detect, power)
     num_noise_floor = check_count(num_noise_floor, "num_noise_floor", minimum=2)
     num_counted = check_count(num_counted, "num_counted", minimum=0)
+    if num_distance is not None:
+        num_distance = check_count(num_distance, "num_distance", minimum=2)
+    name = "scorax.testing.check_sampler"
+    start_key, sample_key, fresh_key, floor_key, moment_key, sw_key, count_key = (
+        jr.split(_key(key), 7)
+    )
+    spread = np.asarray(_moment_spread(target, moment_key))
+    relative_spread = spread / np.asarray(_moment_scales(target))
+    start = _starting_points(
+        start, target, start_key, relative_spread, detect, num_standard_errors, power
+    )
+    n = start.shape[0]
+    detectable = _detectable(relative_spread, n, num_standard_errors, power)
+    power_note = (
+        f"; at n = {n} a moment off by {detectable:.3g} of its scale fails with "
+        f"probability {power:g}"
+    )
+    batched = jax.jit(jax.vmap(lambda x, k: sampler(model, x, k), axis_name="batch"))
+    samples = _checked_samples(batched(start, jr.split(sample_key, n)).sample, start)
+    samples = samples.astype(target.means.dtype)
+    statistics_ = jax.vmap(_moment_statistics)(samples)
+    moments = np.asarray(jnp.mean(statistics_, 0))
+    errors = np.abs(moments - np.asarray(exact_moments(target))) / (spread / np.sqrt(n))
+    assert_close(
+        name,
+        "the samples' first and second moments equal the target's (closed form)",
+        actual=moments,
+        expected=np.asarray(exact_moments(target)),
+        tolerance=num_standard_errors * spread / np.sqrt(n),
+        where=[f"{moment}, over {n} samples" for moment in _moment_names(target.dim)],
+        tolerance_source=f"{_sigmas(num_standard_errors)} of the sample moment "
+        "(its spread from 100,000 fresh draws)" + power_note,
+    )
+    _check_distance(
+        samples[:num_distance],
+        target,
+        fresh_key,
+        jr.split(floor_key, num_noise_floor),
+        sw_key,
+        num_standard_errors,
+    )
+    if num_counted:
+        check_evaluation_count(
+            sampler, model, start, key=count_key, num_counted=num_counted
+        )
+    return SamplerCheck(n, detectable, power, float(np.max(errors)))
+
+
+def _starting_points(
+    start: Array | Callable[[PRNGKeyArray, int], Array],
+    target: GaussianMixture,
+    key: PRNGKeyArray,
+    relative_spread: np.ndarray,
+    detect: float | None,
+    num_standard_errors: float,
+    power: float,
+) -> Array:
+    """`start` checked, or drawn with as many points as `detect` needs."""
+    needed = None
+    if detect is not None:
+        needed = _samples_needed(relative_spread, detect, num_standard_errors, power)
+    if callable(start):
+        if needed is None:
+            raise ValueError(
+                "`detect` is required when `start` is a function: it sets how many "
+                "starting points the check draws."
+            )
+        start = start(key, max(needed, 2))
     if start.ndim != 2 or start.shape[1] != target.dim or start.shape[0] < 2:
         raise ValueError(
             f"`start` must have shape (n, d) with n >= 2 and d = {target.dim} (the "
             f"dimension of `target`), got {start.shape}."
         )
+    if needed is not None and start.shape[0] < needed:
+        raise ValueError(
+            f"`start` holds {start.shape[0]} starting points; detecting a relative "
+            f"moment error of {detect:g} with probability {power:g} at "
+            f"{num_standard_errors:g} standard errors needs n >= {needed}."
+        )
+    return start
+
+
+def _checked_samples(samples: Array, start: Array) -> Array:
     name = "scorax.testing.check_sampler"
-    n = start.shape[0]
-    sample_key, fresh_key, floor_key, moment_key, sw_key, count_key = jr.split(
-        _key(key), 6
-    )
-    batched = jax.jit(jax.vmap(lambda x, k: sampler(model, x, k), axis_name="batch"))
-    result = batched(start, jr.split(sample_key, n))
-    samples = result.sample
     if samples.shape != start.shape:
         fail(
             name,
@@ -506,18 +684,28 @@ def check_sampler(
         )
     if not bool(jnp.all(jnp.isfinite(samples))):
         fail(name, "every sample is finite", [("got", "NaN or inf in the samples")])
-    samples = samples.astype(target.means.dtype)
+    return samples
 
-    floor = np.asarray(
-        _noise_floor(target, jr.split(floor_key, num_noise_floor), sw_key, n)
-    )
+
+def _check_distance(
+    samples: Array,
+    target: GaussianMixture,
+    fresh_key: PRNGKeyArray,
+    floor_keys: Key[Array, " pairs"],
+    sw_key: PRNGKeyArray,
+    num_standard_errors: float,
+) -> None:
+    """The sliced Wasserstein distance from `samples` to fresh draws is within
+    the two-sample noise floor."""
+    n = samples.shape[0]
+    floor = _noise_floor(target, floor_keys, sw_key, n)
     floor_mean, floor_sd = float(np.mean(floor)), float(np.std(floor, ddof=1))
     fresh = target.sample(key=fresh_key, sample_shape=(n,))
     observed = float(sliced_wasserstein(samples, fresh, key=sw_key))
     bound = floor_mean + num_standard_errors * floor_sd
     if not observed <= bound:
         fail(
-            name,
+            "scorax.testing.check_sampler",
             "the samples follow the target: sliced Wasserstein distance to fresh "
             "data within the two-sample noise floor",
             [
@@ -531,24 +719,8 @@ def check_sampler(
                 (
                     "tolerance",
                     f"{_sigmas(num_standard_errors)}: mean and standard deviation "
-                    f"of the distance between {num_noise_floor} pairs of fresh "
+                    f"of the distance between {floor_keys.shape[0]} pairs of fresh "
                     "samples",
                 ),
             ],
-        )
-    assert_close(
-        name,
-        "the samples' first and second moments equal the target's (closed form)",
-        actual=np.asarray(jnp.mean(jax.vmap(_moment_statistics)(samples), 0)),
-        expected=np.asarray(exact_moments(target)),
-        tolerance=num_standard_errors
-        * np.asarray(_moment_spread(target, moment_key))
-        / np.sqrt(n),
-        where=[f"{moment}, over {n} samples" for moment in _moment_names(target.dim)],
-        tolerance_source=f"{_sigmas(num_standard_errors)} of the sample moment "
-        "(its spread from 100,000 fresh draws)",
-    )
-    if num_counted:
-        check_evaluation_count(
-            sampler, model, start, key=count_key, num_counted=num_counted
         )
