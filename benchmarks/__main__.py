@@ -22,7 +22,7 @@ from typing import Any
 
 import jax
 
-from . import fit, likelihood, mixture, objectives, samplers, trace, unet
+from . import fit, likelihood, mixture, objectives, recipes, samplers, trace, unet
 from ._harness import Benchmark, measurement_table
 
 
@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "likelihood": likelihood.run,
     "trace": trace.run,
     "unet": unet.run,
+    "recipes": recipes.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")
@@ -101,6 +102,7 @@ TABLES: dict[str, Callable[[str, list[Any]], list[str]]] = {
     "samplers": accuracy_table,
     "likelihood": likelihood.markdown_table,
     "trace": trace.markdown_table,
+    "recipes": recipes.markdown_table,
 }
 
 

@@ -69,6 +69,11 @@ from ._objective import WEIGHTINGS
 from ._sampler import get_sampler, sampler_table
 
 
+# "edm" takes sigma_data from an EDMPrediction model, which the demo's objectives
+# do not include.
+DEMO_WEIGHTINGS = tuple(w for w in WEIGHTINGS if w != "edm")
+
+
 PROG = "scorax"
 
 
@@ -191,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--dataset", DATASETS, "the training data (scorax.datasets)"),
         ("--path", tuple(PATHS), "the Gaussian path (ve, edm: sigma_max = 10)"),
         ("--objective", tuple(OBJECTIVES), "what the model predicts"),
-        ("--weighting", WEIGHTINGS, "the time weighting of diffusion_loss"),
+        ("--weighting", DEMO_WEIGHTINGS, "the time weighting of diffusion_loss"),
     ):
         default = getattr(defaults, flag[2:])
         demo.add_argument(flag, choices=choices, default=default, help=text)

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import check, check_time
+from ._checks import check, check_positive, check_time
 from ._custom_types import FloatScalar, RealScalarLike
 from ._path import AbstractGaussianPath
 
@@ -89,6 +89,67 @@ class VelocityPrediction(AbstractParameterisation):
         f = path.alpha_derivative(t) / path.alpha(t)
         c = path.sigma_derivative(t) - f * path.sigma(t)
         return -f / c, 1 / c
+
+
+class EDMPrediction(AbstractParameterisation):
+    r"""The model's output $F$ is read through EDM's preconditioning (Karras et
+    al. 2022, "Elucidating the design space of diffusion-based generative
+    models", Table 1), on any Gaussian path.
+
+    With the scaled input $\tilde x = x_t / \alpha(t)$ and noise level
+    $\tilde\sigma = \sigma(t) / \alpha(t)$ (so that $\tilde x = x_0 +
+    \tilde\sigma \varepsilon$, EDM's variance-exploding form of any path),
+    the denoiser is
+
+    $$\hat x_0 = c_\text{skip}\, \tilde x + c_\text{out}\, F, \qquad
+    c_\text{skip} = \frac{\sigma_d^2}{\tilde\sigma^2 + \sigma_d^2}, \qquad
+    c_\text{out} = \frac{\tilde\sigma\, \sigma_d}{\sqrt{\tilde\sigma^2 +
+    \sigma_d^2}},$$
+
+    with $\sigma_d$ the data's standard deviation (`sigma_data`). Then the
+    training target of $F$, $(x_0 - c_\text{skip} \tilde x) / c_\text{out}$,
+    has unit variance at every noise level for data of standard deviation
+    $\sigma_d$. In the noise form, with $S = \sqrt{\sigma^2 + \alpha^2
+    \sigma_d^2}$,
+
+    $$\varepsilon = \frac{\sigma}{S^2}\, x_t - \frac{\alpha\,\sigma_d}{S}\,
+    F,$$
+
+    finite at every time where $S > 0$ (at $t = 0$ too, where $\sigma = 0$, and at
+    $\alpha = 0$). Pair it with [`Preconditioned`][scorax.Preconditioned], which
+    scales the network's input and noise input to match; on
+    [`EDMPath`][scorax.EDMPath] ($\alpha = 1$) this is EDM's and k-diffusion's
+    `Denoiser` exactly.
+
+    **Arguments:**
+
+    - `sigma_data`: $\sigma_d > 0$; default 0.5, EDM's value for images scaled
+      to $[-1, 1]$.
+    """
+
+    sigma_data: RealScalarLike = 0.5
+
+    def __check_init__(self):
+        check_positive(self.sigma_data, "sigma_data")
+
+    def scalings(
+        self, path: AbstractGaussianPath, t: RealScalarLike
+    ) -> tuple[FloatScalar, FloatScalar]:
+        r"""$(c_\text{skip}, c_\text{out})$ at time $t$, as functions of
+        $\tilde\sigma = \sigma/\alpha$: the denoiser is $c_\text{skip}\, x_t /
+        \alpha + c_\text{out}\, F$."""
+        alpha, sigma = path.alpha(t), path.sigma(t)
+        sigma_d = jnp.asarray(self.sigma_data, sigma.dtype)
+        spread = jnp.sqrt(sigma**2 + (alpha * sigma_d) ** 2)  # alpha sqrt(s~^2 + sd^2)
+        return (alpha * sigma_d) ** 2 / spread**2, sigma * sigma_d / spread
+
+    def noise_coefficients(
+        self, path: AbstractGaussianPath, t: RealScalarLike
+    ) -> tuple[FloatScalar, FloatScalar]:
+        alpha, sigma = path.alpha(t), path.sigma(t)
+        sigma_d = jnp.asarray(self.sigma_data, sigma.dtype)
+        squared = sigma**2 + (alpha * sigma_d) ** 2
+        return sigma / squared, -alpha * sigma_d / jnp.sqrt(squared)
 
 
 def convert(

@@ -6,4 +6,5 @@ from ._mlp import (
     GaussianFourierFeatures as GaussianFourierFeatures,
     ScoreMLP as ScoreMLP,
 )
+from ._preconditioned import Preconditioned as Preconditioned
 from ._unet import UNet as UNet

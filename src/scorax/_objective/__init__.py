@@ -13,3 +13,12 @@ from ._score_matching import (
     score_from_energy as score_from_energy,
     sliced_score_matching as sliced_score_matching,
 )
+from ._time import (
+    AbstractTimeDistribution as AbstractTimeDistribution,
+    AbstractTimeSampling as AbstractTimeSampling,
+    ImportanceTime as ImportanceTime,
+    LikelihoodProposal as LikelihoodProposal,
+    LogitNormalTime as LogitNormalTime,
+    LogNormalNoise as LogNormalNoise,
+    UniformTime as UniformTime,
+)

@@ -13,20 +13,29 @@ from .._custom_types import FloatScalar, RealScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
     convert,
+    EDMPrediction,
     NoisePrediction,
     ScorePrediction,
 )
 from .._path import AbstractGaussianPath
+from ._time import AbstractTimeSampling, UniformTime
 
 
 Model: TypeAlias = Callable[
     [Float[Array, "*shape"], FloatScalar], Float[Array, "*shape"]
 ]
 Weighting: TypeAlias = (
-    Literal["noise", "likelihood", "uniform", "data", "min_snr"]
+    Literal["noise", "likelihood", "uniform", "data", "min_snr", "edm"]
     | Callable[[AbstractGaussianPath, FloatScalar], FloatScalar]
 )
-WEIGHTINGS: tuple[str, ...] = ("noise", "likelihood", "uniform", "data", "min_snr")
+WEIGHTINGS: tuple[str, ...] = (
+    "noise",
+    "likelihood",
+    "uniform",
+    "data",
+    "min_snr",
+    "edm",
+)
 MIN_SNR_GAMMA = 5.0
 
 
@@ -147,12 +156,21 @@ def with_label(
 
 
 def _weight(
-    path: AbstractGaussianPath, t: FloatScalar, weighting: Weighting
+    path: AbstractGaussianPath,
+    t: FloatScalar,
+    weighting: Weighting,
+    parameterisation: AbstractParameterisation,
 ) -> FloatScalar:
     """$\\lambda(t)$, the weight on the score error $\\frac12\\|s_\\theta - s\\|^2$."""
     if callable(weighting):
         return jnp.asarray(weighting(path, t))
     sigma2 = path.sigma(t) ** 2
+    if weighting == "edm":
+        # EDM's (s~^2 + sd^2) / (s~ sd)^2 on the denoiser's error, times s~^2
+        # sigma^2 (the "data" weighting's sigma^2 / SNR): on the score's.
+        assert isinstance(parameterisation, EDMPrediction)
+        sigma_d2 = jnp.asarray(parameterisation.sigma_data, sigma2.dtype) ** 2
+        return sigma2 * (sigma2 / path.alpha(t) ** 2 + sigma_d2) / sigma_d2
     if weighting == "noise":
         return sigma2
     if weighting == "likelihood":
@@ -177,12 +195,13 @@ def diffusion_loss(
     t: RealScalarLike | None = None,
     label: Int[ArrayLike, ""] | None = None,
     label_dropout: RealScalarLike = 0.0,
+    time_sampling: AbstractTimeSampling = UniformTime(),
 ) -> FloatScalar:
     r"""Continuous-time denoising score matching on any Gaussian path, for a model
     in any parameterisation (Song et al. 2021).
 
-    Draw $t \sim \mathcal{U}[t_\text{min}, 1)$ and $x_t = \alpha(t) x_0 +
-    \sigma(t)\varepsilon$, then
+    Draw $t \sim \mathcal{U}[t_\text{min}, 1)$ (or from `time_sampling`) and
+    $x_t = \alpha(t) x_0 + \sigma(t)\varepsilon$, then
 
     $$\ell(x_0) = \tfrac12\, \lambda(t) \left\| s_\theta(x_t, t) - \nabla_{x_t}
     \log p_t(x_t \mid x_0) \right\|^2,$$
@@ -206,7 +225,26 @@ def diffusion_loss(
       $\hat x_0$;
     - `"min_snr"`: $\sigma^2 \min(\mathrm{SNR}, 5) / \mathrm{SNR}$ (Min-SNR-5,
       Hang et al. 2023);
+    - `"edm"`: EDM's $\lambda(\tilde\sigma) = (\tilde\sigma^2 + \sigma_d^2) /
+      (\tilde\sigma \sigma_d)^2$ on the denoiser's squared error (Karras et al.
+      2022, with $\tilde\sigma = \sigma/\alpha$), that is $\sigma^2
+      (\tilde\sigma^2 + \sigma_d^2) / \sigma_d^2$ on the score's; for a model
+      read with [`EDMPrediction`][scorax.EDMPrediction] (whose $\sigma_d$ it
+      takes), the loss is then $\tfrac12 \|F_\theta - F\|^2$ with unit weight
+      at every noise level. With `time_sampling=LogNormalNoise()` this is EDM's
+      objective (half of its equation 2);
     - or a function `(path, t) -> lambda`.
+
+    **Where the times come from** (`time_sampling`): a distribution of $t$
+    *defines* the objective, $\mathbb{E}_{t \sim p}[\ell]$:
+    [`UniformTime`][scorax.UniformTime] (the default),
+    [`LogNormalNoise`][scorax.LogNormalNoise] (EDM) or
+    [`LogitNormalTime`][scorax.LogitNormalTime] (SD3's rectified flow). Importance
+    sampling, [`ImportanceTime`][scorax.ImportanceTime], keeps the objective of a
+    target distribution and draws from a proposal, weighting by the density ratio,
+    only to lower the variance (with
+    [`LikelihoodProposal`][scorax.LikelihoodProposal] for the likelihood
+    weighting).
 
     **Arguments:**
 
@@ -231,15 +269,30 @@ def diffusion_loss(
       both $\nabla \log p_t(x \mid y)$ and $\nabla \log p_t(x)$, as
       [`classifier_free_guidance`][scorax.classifier_free_guidance] needs. A
       typical value is 0.1 to 0.2.
+    - `time_sampling`: an
+      [`AbstractTimeSampling`][scorax.AbstractTimeSampling], as above; default
+      `UniformTime()`. Not used when `t` is given.
     """
     if not callable(weighting):
         check_choice(weighting, "weighting", WEIGHTINGS)
+    if weighting == "edm" and not isinstance(parameterisation, EDMPrediction):
+        raise ValueError(
+            "`weighting`: 'edm' takes sigma_data from an EDMPrediction "
+            f"parameterisation, got {parameterisation!r}; for another "
+            "parameterisation pass the weight as a function (path, t) -> lambda."
+        )
+    if not isinstance(time_sampling, AbstractTimeSampling):
+        raise ValueError(
+            "`time_sampling` must be a scorax.AbstractTimeSampling, such as "
+            f"scorax.UniformTime() or scorax.LogNormalNoise(), got {time_sampling!r}."
+        )
     if not 0 < t_min < 1:
         raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
     key, model = with_label(model, key, label, label_dropout)
+    importance = jnp.ones((), x0.dtype)
     if t is None:
         time_key, key = jr.split(key)
-        t = jr.uniform(time_key, (), x0.dtype, minval=t_min, maxval=1.0)
+        t, importance = time_sampling.draw(path, t_min, key=time_key, dtype=x0.dtype)
     t = check_time(jnp.asarray(t, x0.dtype))
     x_t, eps = path.sample(x0, t, key=key)
     target = convert(
@@ -253,5 +306,5 @@ def diffusion_loss(
         f"{type(path).__name__} (t = 0); use t >= t_min > 0.",
     )
     _, b = parameterisation.noise_coefficients(path, t)
-    scale = _weight(path, t, weighting) * (b / sigma) ** 2
-    return 0.5 * scale * jnp.sum((model(x_t, t) - target) ** 2)
+    scale = _weight(path, t, weighting, parameterisation) * (b / sigma) ** 2
+    return 0.5 * importance * scale * jnp.sum((model(x_t, t) - target) ** 2)
