@@ -233,6 +233,17 @@ def _check_artefacts(session: nox.Session, artefacts: list[str]) -> None:
 
 
 @nox.session
+def mutation(session: nox.Session) -> None:
+    """Run the curated mutants of the core formula modules (mutation/mutants.py)
+    against the tests that cover them, and write mutation/report.md and
+    mutation/results.json. Not run by default (about an hour on two cores);
+    extra arguments go to mutation/run.py, e.g. `-- --module trace` to re-run one
+    module, `-- --report-only` or `-- --check`."""
+    session.install("-e", ".[test]")
+    session.run("python", "mutation/run.py", *session.posargs)
+
+
+@nox.session
 def benchmarks(session: nox.Session) -> None:
     """Run the benchmarks; extra arguments go to `python -m benchmarks`."""
     session.install(".")

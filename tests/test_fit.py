@@ -17,7 +17,7 @@ import pytest
 
 import scorax
 
-from .helpers import without_runtime_type_checking
+from .helpers import assert_beats_the_best_affine_score, without_runtime_type_checking
 
 
 PATH = scorax.VPPath()
@@ -51,7 +51,18 @@ def _score(model, t):
 def test_training_with_diffusion_loss_learns_the_diffused_mixture_score():
     """ScoreMLP trained by fit with diffusion_loss on the seed mixture: the Fisher
     divergence to the exact diffused-mixture score falls at least fivefold at each
-    of several times."""
+    of several times, and at t = 0.2, where the diffused mixture is still bimodal,
+    it is below the best affine score's (helpers.best_affine_score): the network
+    learned the modes, not a Gaussian.
+
+    Fivefold is a regression bound, not a statistical one. The initial network's
+    output is near zero, so `before` is about the zero score's divergence
+    E||grad log p_t||^2 and the ratio about 1 / R(t) (fisher_divergence_by_time's
+    relative divergence): a network that learned nothing stays near 1. On this
+    seed training gives 15, 135 and 126 at t = 0.2, 0.5 and 0.8; five is a
+    factor 3 below the least of them (room for float32 reassociation across
+    platforms and versions) and five times no learning. The estimates' Monte
+    Carlo error (2000 points) is a few percent of each."""
     data, model = _setup(width=64)
     result = scorax.fit(
         model,
@@ -70,13 +81,21 @@ def test_training_with_diffusion_loss_learns_the_diffused_mixture_score():
         before = scorax.fisher_divergence(_score(model, t), marginal.score, x)
         after = scorax.fisher_divergence(_score(result.model, t), marginal.score, x)
         assert after < before / 5, (t, before, after)
+        if t == 0.2:
+            assert_beats_the_best_affine_score(_score(result.model, t), marginal, x)
 
 
 @pytest.mark.parametrize("objective", ["ssm-vr", "ism"])
 def test_energy_models_trained_by_score_matching_recover_the_mixture_score(objective):
     """EnergyMLP trained with sliced (variance-reduced) or implicit score matching on
     the seed mixture: the Fisher divergence of its score to the exact one falls at
-    least fivefold from the initial network's."""
+    least fivefold from the initial network's, and is below the best affine
+    score's (helpers.best_affine_score), beyond 5 standard errors: the energy has
+    both modes.
+
+    Fivefold as in the test above: `before` is about the zero score's divergence;
+    on this seed training gives 33 (SSM-VR) and 28 (ISM), and the best affine
+    score's divergence is 1.48 against 0.08 and 0.09 after training."""
     data = MIXTURE.sample(key=jr.key(0), sample_shape=(4096,))
     energy = scorax.EnergyMLP((2,), width=64, depth=2, key=jr.key(1))
 
@@ -104,6 +123,9 @@ def test_energy_models_trained_by_score_matching_recover_the_mixture_score(objec
         scorax.score_from_energy(result.model), MIXTURE.score, x
     )
     assert after < before / 5, (before, after)
+    assert_beats_the_best_affine_score(
+        scorax.score_from_energy(result.model), MIXTURE, x
+    )
 
 
 def _leaves(tree):
@@ -205,23 +227,51 @@ def test_checkpoint_of_another_model_or_corrupt_file_raises_and_is_kept(tmp_path
     assert corrupt.read_bytes() == b"not a checkpoint"
 
 
-def test_ema_tracks_the_weights(key):
+def test_ema_follows_its_recursion_from_the_initial_weights(key, tmp_path):
+    """With ema_decay d, after every step k the EMA is d ema_{k-1} + (1 - d) w_k,
+    where w_k are the weights after that step and ema_0 = w_0 the initial
+    weights: checked step by step against the recorded weights, over five steps
+    (one step per call, each resumed from the checkpoint the last one wrote, which
+    continues the run exactly: see the resume tests). Without ema_decay there is
+    no EMA."""
     data, model = _setup()
-    common = dict(
-        optimizer=optax.adam(1e-2), batch_size=16, key=key, num_steps=20, progress=False
-    )
-    plain = scorax.fit(model, _loss, data, **common)
-    assert plain.ema_model is None
-    same = scorax.fit(model, _loss, data, ema_decay=0.0, **common)
-    for a, b in zip(_leaves(same.model), _leaves(same.ema_model), strict=True):
-        assert np.array_equal(a, b)
-    averaged = scorax.fit(model, _loss, data, ema_decay=0.9, **common)
-    assert any(
-        not np.array_equal(a, b)
-        for a, b in zip(
-            _leaves(averaged.model), _leaves(averaged.ema_model), strict=True
+    common = dict(optimizer=optax.adam(1e-2), batch_size=16, key=key, progress=False)
+    assert scorax.fit(model, _loss, data, num_steps=1, **common).ema_model is None
+    decay = 0.9
+    weights, emas = [_leaves(model)], [_leaves(model)]
+    for step in range(1, 6):
+        result = scorax.fit(
+            model,
+            _loss,
+            data,
+            num_steps=step,
+            steps_per_chunk=1,
+            ema_decay=decay,
+            checkpoint=tmp_path / "run.eqx",
+            **common,
         )
-    )
+        weights.append(_leaves(result.model))
+        emas.append(_leaves(result.ema_model))
+    for k in range(1, 6):
+        # The weights move (by about Adam's learning rate, 1e-2), so the
+        # recursion is not met by a constant. (The random time features are
+        # fixed and do not.)
+        moved = [
+            np.max(np.abs(a - b))
+            for a, b in zip(weights[k], weights[k - 1], strict=True)
+        ]
+        assert max(moved) > 1e-3
+        for previous, w, ema in zip(emas[k - 1], weights[k], emas[k], strict=True):
+            # Both sides compute d e + (1 - d) w in the weights' dtype: two
+            # products and a sum, each rounded to half an ulp, or the sum fused
+            # with a product; they differ by at most 2 eps (|d e| + |(1 - d) w|).
+            # A wrong recursion (the weights before the step, say) is off by
+            # (1 - d) times a step, about 1e-3, far more.
+            d, rest = np.asarray(decay, w.dtype), np.asarray(1 - decay, w.dtype)
+            expected = d * previous + rest * w
+            scale = np.abs(d * previous) + np.abs(rest * w)
+            rounding = 2 * np.finfo(w.dtype).eps * scale
+            assert np.all(np.abs(ema - expected) <= rounding), (k, ema - expected)
 
 
 def test_pytree_data_keeps_rows_together():

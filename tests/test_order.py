@@ -298,6 +298,56 @@ def test_annealed_langevin_reaches_its_closed_form_law(denoise):
     assert_allclose(variance, expected, rtol=1e-10)
 
 
+@settings(max_examples=10)
+@given(snr=st.floats(0.05, 0.5), seed=st.integers(0, 2**16))
+def test_pc_corrector_step_has_the_stated_signal_to_noise_ratio(snr, seed):
+    """The PC corrector is not affine in its draws (its step size divides norms),
+    so it is checked by its rule (Song et al. 2021, Algorithm 5): a Langevin step
+    x + eps g + sqrt(2 eps) z at the step's end time s, with g the score there and
+    eps = 2 a^2 (r ||z|| / ||g||)^2, a = alpha(t) / alpha(s). Equivalently its
+    drift is a r times its noise in norm: ||eps g|| / ||sqrt(2 eps) z|| = a r.
+
+    One step of PC, run from the same predictor draw with and without a
+    corrector: the difference is the corrector's increment, resolved into its
+    score and noise parts (g and z are independent in three dimensions) by least
+    squares, to rounding."""
+    t_max, t_min = 0.6, 0.3
+    draws = jax.random.normal(jax.random.key(seed), (3, 3))
+    start, draws = MEAN + draws[0], draws[1:]
+
+    @eqx.filter_jit
+    def sample(x, z, snr, corrector_steps):
+        return scorax.predictor_corrector_sample(
+            DATA.score_model(VP),
+            VP,
+            x,
+            num_steps=1,
+            corrector_steps=corrector_steps,
+            snr=snr,
+            noise=z,
+            t_min=t_min,
+            t_max=t_max,
+            parameterisation=SCORE,
+            denoise=False,
+        ).sample
+
+    # snr as an array: one compilation for every example.
+    predicted = sample(start, draws[:1], jnp.asarray(snr), 0)
+    corrected = sample(start, draws[None], jnp.asarray(snr), 1)
+    g, z = DATA.score_model(VP)(predicted, t_min), draws[1]
+    parts = jnp.stack([g, z], axis=1)
+    (drift, spread), *_ = jnp.linalg.lstsq(parts, corrected - predicted)
+    assert_allclose(
+        parts @ jnp.stack([drift, spread]), corrected - predicted, rtol=1e-9
+    )
+    a = VP.alpha(t_max) / VP.alpha(t_min)
+    eps = 2 * a**2 * (snr * jnp.linalg.norm(z) / jnp.linalg.norm(g)) ** 2
+    assert_allclose(drift, eps, rtol=1e-9)
+    assert_allclose(spread, jnp.sqrt(2 * eps), rtol=1e-9)
+    ratio = jnp.linalg.norm(drift * g) / jnp.linalg.norm(spread * z)
+    assert_allclose(ratio, a * snr, rtol=1e-9)
+
+
 # --- The `noise` argument ----------------------------------------------------------
 
 

@@ -275,6 +275,17 @@ def test_an_integer_start_is_named(name):
             STARTED[name](jnp.array([1, 2]))
 
 
+@pytest.mark.parametrize("sigmas", [[1.0, 1.0, 0.1], [1.0, 0.1, 0.1]])
+def test_annealed_langevin_refuses_a_repeated_level(sigmas):
+    """The levels must be strictly decreasing, as documented: a level repeated (a
+    step of zero, where a check of order alone would pass) is refused like an
+    increasing one (tests/test_sampler.py), naming `sigmas`."""
+    with pytest.raises(ValueError, match="`sigmas` must be positive and strictly"):
+        scorax.annealed_langevin(
+            lambda x, sigma: -x, jnp.asarray(sigmas), jnp.zeros(2), key=jr.key(0)
+        )
+
+
 def test_inpaint_names_a_non_finite_known_entry():
     """A NaN where `mask` is true is an error; where it is false, `known` is not
     read."""
