@@ -2,7 +2,10 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jaxtyping
+import numpy as np
 import pytest
+import scipy.linalg
+from hypothesis import given, settings, strategies as st
 
 import scorax
 
@@ -196,3 +199,54 @@ def test_fisher_divergence_by_time_names_a_bad_sample_count(key):
         scorax.fisher_divergence_by_time(
             lambda x, t: x, scorax.VPPath(), MIXTURE, TIMES, key=key, num_samples=0
         )
+
+
+@settings(max_examples=10)
+@given(
+    seed=st.integers(0, 2**16),
+    k=st.integers(1, 5),
+    n=st.integers(8, 40),
+    m=st.integers(8, 40),
+)
+def test_frechet_distance_is_the_gaussian_w2_of_the_sample_moments(seed, k, n, m):
+    """frechet_distance = ||mu_x - mu_y||^2 + tr(S_x + S_y - 2 (S_x S_y)^(1/2)), the
+    squared W2 distance between the Gaussians with the samples' means and
+    unbiased covariances, the matrix root by SciPy's sqrtm (a Schur method,
+    independent of the eigendecompositions the library uses); to the rounding of
+    the roots, 1e-8 of the traces."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, k)) @ rng.normal(size=(k, k)) + rng.normal(size=k)
+    y = rng.normal(size=(m, k)) * rng.uniform(0.2, 3, size=k)
+    got = float(scorax.frechet_distance(jnp.asarray(x), jnp.asarray(y)))
+    cov_x = np.atleast_2d(np.cov(x, rowvar=False))
+    cov_y = np.atleast_2d(np.cov(y, rowvar=False))
+    root = np.real(scipy.linalg.sqrtm(cov_x @ cov_y))
+    expected = np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(cov_x + cov_y - 2 * root)
+    scale = np.trace(cov_x) + np.trace(cov_y) + 1
+    assert abs(got - expected) <= 1e-8 * scale, (got, expected)
+
+
+def test_frechet_distance_of_a_sample_to_itself_and_to_its_shift():
+    """0 for the same sample (to rounding); ||c||^2 for the sample shifted by c,
+    whose covariance is the same."""
+    x = jr.normal(jr.key(0), (200, 6))
+    shift = jnp.arange(6.0) / 3
+    assert abs(float(scorax.frechet_distance(x, x))) <= 1e-10
+    assert_allclose(
+        scorax.frechet_distance(x + shift[None], x), jnp.sum(shift**2), rtol=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (jnp.zeros((1, 3)), jnp.zeros((5, 3)), "`x` must be"),
+        (jnp.zeros((5, 3)), jnp.zeros(5), "`y` must be"),
+        (jnp.zeros((5, 3)), jnp.zeros((5, 2)), "same number of features"),
+    ],
+)
+def test_frechet_distance_names_bad_samples(x, y, message):
+    """Refused with the argument's name (beyond the type check, which refuses the
+    wrong rank first)."""
+    with without_runtime_type_checking(), pytest.raises(ValueError, match=message):
+        scorax.frechet_distance(x, y)

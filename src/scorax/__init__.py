@@ -22,6 +22,7 @@ from ._likelihood import (
 from ._metric import (
     fisher_divergence as fisher_divergence,
     fisher_divergence_by_time as fisher_divergence_by_time,
+    frechet_distance as frechet_distance,
     mmd as mmd,
     sliced_wasserstein as sliced_wasserstein,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "fisher_divergence",
     "fisher_divergence_by_time",
     "fit",
+    "frechet_distance",
     "geometric_sigmas",
     "get_sampler",
     "hutchinson_trace",
