@@ -80,17 +80,21 @@ class Variance:
 @eqx.filter_jit
 def _losses(model, parameterisation, time_sampling, data, key):
     keys = jr.split(key, data.shape[0])
-    return jax.vmap(
-        lambda x0, k: scorax.diffusion_loss(
+    # Vmapped in chunks (lax.map): one vmap over 200,000 draws risks XLA CPU's
+    # hang (jaxlib 0.10.2).
+    return jax.lax.map(
+        lambda xk: scorax.diffusion_loss(
             model,
             PATH,
-            x0,
-            key=k,
+            xk[0],
+            key=xk[1],
             parameterisation=parameterisation,
             weighting="likelihood",
             time_sampling=time_sampling,
-        )
-    )(data, keys)
+        ),
+        (data, keys),
+        batch_size=2000,
+    )
 
 
 def _trained(quick: bool) -> scorax.ScoreMLP:

@@ -223,17 +223,28 @@ DISTRIBUTIONS = {
 }
 
 
+# Large batches run vmapped in chunks of this many (lax.map): a single vmap over
+# tens of thousands of draws has hung on two CPU cores (XLA's CPU runtime, jaxlib
+# 0.10.2), as tests/test_likelihood.py records.
+CHUNK = 2000
+
+
 @eqx.filter_jit
 def _draws(distribution, path, key):
     keys = jr.split(key, NUM_DRAWS)
-    return jax.vmap(
-        lambda k: distribution.sample(path, T_MIN, key=k, dtype=jnp.float64)
-    )(keys)
+    return jax.lax.map(
+        lambda k: distribution.sample(path, T_MIN, key=k, dtype=jnp.float64),
+        keys,
+        batch_size=CHUNK,
+    )
 
 
 @eqx.filter_jit
 def _densities(distribution, path, t):
-    return jnp.exp(jax.vmap(lambda s: distribution.log_density(path, s, T_MIN))(t))
+    log_densities = jax.lax.map(
+        lambda s: distribution.log_density(path, s, T_MIN), t, batch_size=CHUNK
+    )
+    return jnp.exp(log_densities)
 
 
 # Quadrature nodes on [t_min, 1], geometric so that densities concentrated near
@@ -360,7 +371,7 @@ def _both_losses(model, path, weighting, proposal, x0, key):
     independent keys, in one compiled program."""
 
     def losses(time_sampling, key):
-        return jax.vmap(
+        return jax.lax.map(
             lambda k: scorax.diffusion_loss(
                 model,
                 path,
@@ -369,8 +380,10 @@ def _both_losses(model, path, weighting, proposal, x0, key):
                 parameterisation=model.parameterisation,
                 weighting=weighting,
                 time_sampling=time_sampling,
-            )
-        )(jr.split(key, NUM_DRAWS))
+            ),
+            jr.split(key, NUM_DRAWS),
+            batch_size=CHUNK,
+        )
 
     plain_key, weighted_key = jr.split(key)
     return (
