@@ -22,17 +22,25 @@ from .helpers import MIXTURE, random_mixture, RUNTIME_ERRORS, T_MIN
 NUM_SAMPLES = 8192
 # Paths with alpha(1) > 0, and each with a parameterisation, so that conversions
 # are covered too.
+# (path, parameterisation, t_min, t_max). One case starts late (t_min = 0.3),
+# where the forward kernel from x at t_min differs much from the one from t = 0.
 CASES = {
-    "vp": (scorax.VPPath(), scorax.NoisePrediction(), 1.0),
-    "subvp": (scorax.SubVPPath(), scorax.ScorePrediction(), 1.0),
-    "ve": (scorax.VEPath(sigma_min=0.01, sigma_max=10.0), scorax.DataPrediction(), 1.0),
-    "edm": (scorax.EDMPath(), scorax.EDMPrediction(1.0), 1.0),
-    "linear": (scorax.LinearPath(), scorax.VelocityPrediction(), 0.9),
+    "vp": (scorax.VPPath(), scorax.NoisePrediction(), T_MIN, 1.0),
+    "vp_from_0.3": (scorax.VPPath(), scorax.NoisePrediction(), 0.3, 1.0),
+    "subvp": (scorax.SubVPPath(), scorax.ScorePrediction(), T_MIN, 1.0),
+    "ve": (
+        scorax.VEPath(sigma_min=0.01, sigma_max=10.0),
+        scorax.DataPrediction(),
+        T_MIN,
+        1.0,
+    ),
+    "edm": (scorax.EDMPath(), scorax.EDMPrediction(1.0), T_MIN, 1.0),
+    "linear": (scorax.LinearPath(), scorax.VelocityPrediction(), T_MIN, 0.9),
 }
 
 
 @eqx.filter_jit
-def _bound(mixture, path, parameterisation, t_max, x, key, exact_prior):
+def _bound(mixture, path, parameterisation, t_min, t_max, x, key, exact_prior):
     model = scorax.testing.ExactModel(mixture, path, parameterisation)
     prior = mixture.marginal(path, t_max).log_prob if exact_prior else None
     return scorax.nll_bound(
@@ -42,7 +50,7 @@ def _bound(mixture, path, parameterisation, t_max, x, key, exact_prior):
         key=key,
         num_samples=NUM_SAMPLES,
         parameterisation=parameterisation,
-        t_min=T_MIN,
+        t_min=t_min,
         t_max=t_max,
         prior_log_prob=prior,
     )
@@ -55,12 +63,14 @@ def test_bound_is_tight_with_the_exact_score_and_prior(name, seed):
     """With the exact score and the exact p_{t_max} as the prior, the reverse SDE
     reproduces the forward process, so the bound equals -log p_{t_min}(x) for
     every x: the estimate is within 5 of its standard errors of the analytic
-    value (GaussianMixture.marginal), on random mixtures, on each path."""
-    path, parameterisation, t_max = CASES[name]
+    value (GaussianMixture.marginal), on random mixtures, on each path, and from
+    a late t_min too."""
+    path, parameterisation, t_min, t_max = CASES[name]
     mixture = random_mixture(seed, 2, 2, jnp.float64)
-    x = mixture.marginal(path, T_MIN).sample(key=jr.key(seed + 1))
-    result = _bound(mixture, path, parameterisation, t_max, x, jr.key(seed + 2), True)
-    exact = -float(mixture.marginal(path, T_MIN).log_prob(x))
+    x = mixture.marginal(path, t_min).sample(key=jr.key(seed + 1))
+    key = jr.key(seed + 2)
+    result = _bound(mixture, path, parameterisation, t_min, t_max, x, key, True)
+    exact = -float(mixture.marginal(path, t_min).log_prob(x))
     error = float(result.standard_error)
     assert 0 < 5 * error < 1, error  # resolves the value to a nat
     assert abs(float(result.nll) - exact) <= 5 * error, (result.nll, exact, error)
@@ -81,7 +91,7 @@ def test_bound_with_the_gaussian_prior_exceeds_the_nll_by_the_prior_kl():
     xs = MIXTURE.marginal(path, T_MIN).sample(key=jr.key(0), sample_shape=(num,))
     keys = jr.split(jr.key(1), num)
     bounds = jax.lax.map(
-        lambda xk: _bound(MIXTURE, path, parameterisation, 1.0, *xk, False),
+        lambda xk: _bound(MIXTURE, path, parameterisation, T_MIN, 1.0, *xk, False),
         (xs, keys),
         batch_size=8,
     )
