@@ -643,6 +643,9 @@ OTHER_SAMPLER_MUTANTS = (
         "step_size = 2 * retention * ratio**2",
         "step_size = retention * ratio**2",
         "The Langevin corrector's step 2 alpha (r ||z|| / ||g||)^2 without its 2.",
+        # The corrector's signal-to-noise test is in test_order.py; run it
+        # first, as test_sampler.py's PC runs are slow under this mutant.
+        tests=("tests/test_order.py", "tests/test_sampler.py", *CHANGE_DETECTORS),
     ),
     _sampler(
         "reverse-sde-probability-flow-half",
