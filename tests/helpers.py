@@ -10,7 +10,7 @@ import jax.random as jr
 import jaxtyping
 import numpy as np
 import pytest
-from hypothesis import strategies as st
+from hypothesis import example, strategies as st
 from jaxtyping import Array
 
 import scorax
@@ -90,6 +90,36 @@ paths_in_precisions = pytest.mark.parametrize(
     _alternating,
     ids=[f"{path!r}-{jnp.dtype(dtype).name}" for path, dtype in _alternating],
 )
+
+
+# One path of each kind at the far edge of scorax.testing.gaussian_paths' ranges
+# (the steepest schedules, the largest noise ranges), each with a time close to
+# one end, alternating ends and precisions: pinned as Hypothesis @examples, so
+# that a property "for random paths" sees every kind and both ends on every run,
+# whatever the derandomised draws.
+EDGE_CASES = [
+    (scorax.VPPath(beta_min=1.0, beta_max=25.0), 1e-8, jnp.float64),
+    (scorax.SubVPPath(beta_min=0.05, beta_max=2.0), 1 - 1e-7, jnp.float32),
+    (scorax.VEPath(sigma_min=0.005, sigma_max=80.0), 1e-8, jnp.float32),
+    (scorax.CosinePath(s=0.02), 1 - 1e-7, jnp.float64),
+    (scorax.LinearPath(), 1e-8, jnp.float64),
+    (scorax.EDMPath(sigma_min=0.001, sigma_max=100.0, rho=10.0), 1 - 1e-7, jnp.float32),
+]
+
+
+def at_path_edges(*, t=None, dtype=True):
+    """Pin each of EDGE_CASES as an @example of a test with arguments `path`, `t`
+    (the case's time, or the fixed `t` given) and, if `dtype`, `dtype`."""
+
+    def decorate(test):
+        for path, time, precision in EDGE_CASES:
+            arguments = {"path": path, "t": time if t is None else t}
+            if dtype:
+                arguments["dtype"] = precision
+            test = example(**arguments)(test)
+        return test
+
+    return decorate
 
 
 def dtype_name(dtype) -> str:

@@ -10,7 +10,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import scorax
 import scorax.testing
@@ -162,6 +162,7 @@ def test_classifier_guidance_with_the_exact_classifier_is_the_conditional_model(
     x=st.tuples(st.floats(-4, 4), st.floats(-4, 4)),
     s=st.floats(0, 5),
 )
+@example(t=0.5, y=1, x=(1.0, -2.0), s=0.0)  # the stated s = 0, pinned
 @settings(max_examples=10)
 def test_classifier_guidance_at_scale_s_adds_s_times_the_classifier_gradient(
     parameterisation, t, y, x, s

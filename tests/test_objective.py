@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import jaxtyping
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import scorax
 import scorax.testing
@@ -481,6 +481,12 @@ def test_ncsn_loss_averages_weighted_dsm_over_levels():
 # ---------------------------------------------------------------------- targets
 
 
+# The chunkings that matter, pinned: several chunks with a padded last one, two
+# chunks with a padded last one, one point per chunk, one chunk for all.
+@example(seed=0, n=37, dim=2, chunk_size=16, bandwidth=0.5)
+@example(seed=1, n=5, dim=3, chunk_size=4, bandwidth=1.0)
+@example(seed=2, n=37, dim=1, chunk_size=1, bandwidth=0.2)
+@example(seed=3, n=1, dim=2, chunk_size=4096, bandwidth=2.0)
 @given(
     seed=seeds,
     n=st.sampled_from([1, 5, 37]),

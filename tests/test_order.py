@@ -18,7 +18,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import scorax
 
@@ -233,6 +233,9 @@ def langevin_sample_law(step, start, count):
     return law_of(sample, *start, count)
 
 
+# Pinned: the largest bias (the largest step, the longest chain), and one step.
+@example(step=0.25, count=40, spread=3.0)
+@example(step=0.01, count=1, spread=0.1)
 @settings(max_examples=10)
 @given(
     step=st.floats(0.01, 0.25),

@@ -10,6 +10,7 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
+    at_path_edges,
     interior_times,
     paths_in_precisions,
     random_array,
@@ -28,8 +29,11 @@ def test_built_in_conversions_pass_the_roundtrip_check(path, dtype):
     scorax.testing.check_parameterisation_roundtrip(path, dtype=dtype)
 
 
+@at_path_edges(t=0.5, dtype=False)
 @given(path=scorax.testing.gaussian_paths(), t=scorax.testing.times(near_ends=False))
 def test_random_paths_pass_the_roundtrip_check(path, t):
+    """The round trips for paths with random valid hyperparameters; every kind at
+    the edge of its ranges is pinned (helpers.EDGE_CASES)."""
     scorax.testing.check_parameterisation_roundtrip(path, times=[t])
 
 

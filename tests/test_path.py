@@ -13,6 +13,7 @@ import scorax.testing
 
 from .helpers import (
     assert_allclose,
+    at_path_edges,
     paths,
     paths_in_precisions,
     relative_tolerance,
@@ -29,6 +30,7 @@ def test_built_in_paths_pass_check_path(path, dtype):
     scorax.testing.check_path(path, dtype=dtype)
 
 
+@at_path_edges()
 @given(
     path=scorax.testing.gaussian_paths(),
     t=scorax.testing.times(),
@@ -36,7 +38,8 @@ def test_built_in_paths_pass_check_path(path, dtype):
 )
 def test_random_paths_pass_check_path_at_drawn_times(path, t, dtype):
     """The same identities for paths with random valid hyperparameters, at times
-    drawn up to 1e-8 from either end."""
+    drawn up to 1e-8 from either end; every kind at the edge of its ranges, close
+    to an end, in both precisions, is pinned (helpers.EDGE_CASES)."""
     scorax.testing.check_path(path, times=[t], dtype=dtype)
 
 

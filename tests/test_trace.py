@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 import scorax
 import scorax.testing
@@ -31,7 +31,12 @@ def network(seed, size, dtype):
 
 
 @precisions
-@given(seed=seeds, shape=shapes, chunk_size=st.sampled_from([None, 1, 2]))
+# Pinned: full chunks and a partial last one (6 = 4 + 2), a chunk larger than
+# the size (1 < 2), and one column per chunk.
+@example(seed=0, shape=(2, 3), chunk_size=4)
+@example(seed=1, shape=(1,), chunk_size=2)
+@example(seed=2, shape=(4,), chunk_size=1)
+@given(seed=seeds, shape=shapes, chunk_size=st.sampled_from([None, 1, 2, 4]))
 def test_exact_trace_is_trace_of_jacobian(dtype, seed, shape, chunk_size):
     """exact_trace(f, x) = tr(jacfwd(f)(x)), for any chunking of the columns."""
     mlp = network(seed, int(np.prod(shape)), dtype)
