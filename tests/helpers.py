@@ -92,9 +92,11 @@ paths_in_precisions = pytest.mark.parametrize(
 )
 
 
-# One path of each kind at the far edge of scorax.testing.gaussian_paths' ranges
-# (the steepest schedules, the largest noise ranges), each with a time close to
-# one end, alternating ends and precisions: pinned as Hypothesis @examples, so
+# One path of each kind at an edge of scorax.testing.gaussian_paths' ranges (the
+# steepest VP and the gentlest sub-VP schedule, the widest VE and EDM noise
+# ranges with EDM's largest rho, the largest cosine offset; keep in step with its
+# table), each with a time close to one end, alternating ends and precisions,
+# pinned as Hypothesis @examples, so
 # that a property "for random paths" sees every kind and both ends on every run,
 # whatever the derandomised draws.
 EDGE_CASES = [
