@@ -2,6 +2,7 @@
 oracle: a new path or parameterisation added here is tested everywhere at once."""
 
 import contextlib
+import functools
 
 import equinox as eqx
 import jax
@@ -141,6 +142,13 @@ def random_array(seed: int, shape: tuple[int, ...], dtype, scale: float = 1.0):
 
 def random_mixture(seed: int, num: int, dim: int, dtype) -> scorax.GaussianMixture:
     """A mixture with well-conditioned random covariances and uneven weights."""
+    return _random_mixture(jnp.asarray(seed, jnp.uint32), num, dim, dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _random_mixture(seed, num: int, dim: int, dtype) -> scorax.GaussianMixture:
+    """One program per size and dtype, the seed traced: built eagerly, every new
+    size would compile each operation apart."""
     k_mean, k_cov, k_weight = jr.split(jr.key(seed), 3)
     means = 2 * jr.normal(k_mean, (num, dim), dtype)
     factors = jr.normal(k_cov, (num, dim, dim), dtype)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from .checkpoints.make import models, output
+from .checkpoints.make import MODELS, output
 from .checkpoints.make_fit import (
     cases as fit_cases,
     FIRST_STEPS,
@@ -26,19 +26,19 @@ from .checkpoints.make_fit import (
 
 FOLDER = pathlib.Path(__file__).parent / "checkpoints"
 RELEASES = sorted(p.name for p in FOLDER.iterdir() if (p / "outputs.json").exists())
-CASES = [(version, name) for version in RELEASES for name in models()]
+CASES = [(version, name) for version in RELEASES for name in MODELS]
 
 
 def test_a_checkpoint_of_every_model_class_is_committed():
     assert RELEASES, "no released checkpoints found"
     for version in RELEASES:
         record = json.loads((FOLDER / version / "outputs.json").read_text())
-        assert set(record) == set(models()), version
+        assert set(record) == set(MODELS), version
 
 
 @pytest.mark.parametrize(("version", "name"), CASES)
 def test_released_checkpoint_loads_and_gives_its_recorded_outputs(version, name):
-    like, *_ = models()[name]
+    like, *_ = MODELS[name]()
     # Written in float32 (JAX's default); the suite runs with x64 enabled.
     like = jax.tree.map(
         lambda a: a.astype(jnp.float32) if eqx.is_inexact_array(a) else a, like

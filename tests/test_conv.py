@@ -82,6 +82,14 @@ def transformations(conv, x, kernel, stride, padding):
     }
 
 
+@jax.jit(static_argnums=(2, 3))
+def both_transformations(x, kernel, stride, padding):
+    return (
+        transformations(reference, x, kernel, stride, padding),
+        transformations(ours, x, kernel, stride, padding),
+    )
+
+
 @given(
     size=st.integers(4, 9),
     window=st.integers(1, 3),
@@ -100,10 +108,10 @@ def test_conv_nhwc_equals_lax_under_every_transformation(
     x = jr.normal(jr.key(0), (2, size, size + 1, 3), jnp.float64)
     kernel = jr.normal(jr.key(1), (window, window, 3, 4), jnp.float64)
     strides = (stride, stride)
-    want = transformations(reference, x, kernel, strides, padding)
-    got = jax.jit(transformations, static_argnums=(0, 3, 4))(
-        ours, x, kernel, strides, padding
-    )
+    # One program per drawn shape computes both (lax's convolution is the same
+    # operation jitted or not; compiling each eager operation apart would cost
+    # more than the whole test).
+    want, got = both_transformations(x, kernel, strides, padding)
     for name in want:
         # float64: the two sum the same products in different orders.
         jax.tree.map(
@@ -183,23 +191,45 @@ def test_unet_equals_its_channel_first_layers():
     parameter (norm scales and shifts included) drawn at random."""
     from scorax._model._unet import _conv, _norm
 
-    unet = scorax.UNet((2, 8, 8), channels=(8, 12), key=jr.key(0))
-    leaves, treedef = jax.tree.flatten(eqx.filter(unet, eqx.is_inexact_array))
-    keys = jr.split(jr.key(1), len(leaves))
-    drawn = [
-        jr.normal(k, leaf.shape, jnp.float64)
-        for k, leaf in zip(keys, leaves, strict=True)
-    ]
-    unet = eqx.combine(jax.tree.unflatten(treedef, drawn), unet)
+    # Only the UNet's structure is built (initialising it eagerly would compile
+    # each layer's initialiser), and every parameter is drawn on the host.
+    shapes = eqx.filter_eval_shape(
+        scorax.UNet, (2, 8, 8), channels=(8, 12), key=jr.key(0)
+    )
+    rng = np.random.default_rng(1)
+    unet = jax.tree.map(
+        lambda leaf: (
+            jnp.asarray(rng.standard_normal(leaf.shape), jnp.float64)
+            if isinstance(leaf, jax.ShapeDtypeStruct)
+            and jnp.issubdtype(leaf.dtype, jnp.inexact)
+            else leaf
+        ),
+        shapes,
+    )
+    assert not any(
+        isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(unet)
+    ), "every array of the UNet is a parameter, drawn above"
     is_layer = lambda x: isinstance(x, (eqx.nn.Conv2d, eqx.nn.GroupNorm))  # noqa: E731
     layers = [x for x in jax.tree.leaves(unet, is_leaf=is_layer) if is_layer(x)]
     assert sum(isinstance(x, eqx.nn.Conv2d) for x in layers) >= 10
-    for layer in layers:
-        channels = layer.in_channels if is_conv(layer) else layer.channels
-        h = jr.normal(jr.key(2), (8, 8, channels), jnp.float64)
-        apply = _conv if is_conv(layer) else _norm
-        want = layer(h.transpose(2, 0, 1)).transpose(1, 2, 0)
-        assert_allclose(apply(layer, h), want, rtol=1e-12, atol=1e-12)
+
+    @jax.jit
+    def compare(layers):
+        """Each layer's channel-last output and its channel-first original's, in
+        one program (dispatched one eager operation at a time, the comparison
+        would spend its time compiling them)."""
+        pairs = []
+        for layer in layers:
+            channels = layer.in_channels if is_conv(layer) else layer.channels
+            h = jr.normal(jr.key(2), (8, 8, channels), jnp.float64)
+            apply = _conv if is_conv(layer) else _norm
+            pairs.append(
+                (apply(layer, h), layer(h.transpose(2, 0, 1)).transpose(1, 2, 0))
+            )
+        return pairs
+
+    for got, want in compare(layers):
+        assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def is_conv(layer) -> bool:

@@ -9,6 +9,7 @@ never rewritten once released; a new release adds its own.
 
 import json
 import pathlib
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -22,38 +23,53 @@ import scorax
 HERE = pathlib.Path(__file__).parent
 
 
+def _image():
+    return jr.normal(jr.key(1), (8, 8))
+
+
+def _point():
+    return jr.normal(jr.key(2), (2,))
+
+
+# name: a function building (model, input, time, label), all from fixed keys;
+# built on demand, so that collecting the tests builds no model.
+MODELS: dict[str, Callable[[], tuple[eqx.Module, jax.Array, float, int | None]]] = {
+    "score_mlp": lambda: (
+        scorax.ScoreMLP((2,), width=16, depth=2, key=jr.key(0)),
+        _point(),
+        0.3,
+        None,
+    ),
+    "score_mlp_conditional": lambda: (
+        scorax.ScoreMLP((2,), width=16, depth=2, num_classes=3, key=jr.key(0)),
+        _point(),
+        0.3,
+        1,
+    ),
+    "energy_mlp": lambda: (
+        scorax.EnergyMLP((2,), width=16, depth=2, key=jr.key(0)),
+        _point(),
+        0.3,
+        None,
+    ),
+    "unet": lambda: (
+        scorax.UNet((8, 8), channels=(8, 16), key=jr.key(0)),
+        _image(),
+        0.4,
+        None,
+    ),
+    "unet_conditional": lambda: (
+        scorax.UNet((2, 8, 8), channels=(8,), num_classes=3, key=jr.key(0)),
+        jnp.stack([_image(), -_image()]),
+        0.4,
+        2,
+    ),
+}
+
+
 def models() -> dict[str, tuple[eqx.Module, jax.Array, float, int | None]]:
-    """name: (model, input, time, label), all from fixed keys."""
-    key = jr.key(0)
-    image = jr.normal(jr.key(1), (8, 8))
-    point = jr.normal(jr.key(2), (2,))
-    return {
-        "score_mlp": (
-            scorax.ScoreMLP((2,), width=16, depth=2, key=key),
-            point,
-            0.3,
-            None,
-        ),
-        "score_mlp_conditional": (
-            scorax.ScoreMLP((2,), width=16, depth=2, num_classes=3, key=key),
-            point,
-            0.3,
-            1,
-        ),
-        "energy_mlp": (
-            scorax.EnergyMLP((2,), width=16, depth=2, key=key),
-            point,
-            0.3,
-            None,
-        ),
-        "unet": (scorax.UNet((8, 8), channels=(8, 16), key=key), image, 0.4, None),
-        "unet_conditional": (
-            scorax.UNet((2, 8, 8), channels=(8,), num_classes=3, key=key),
-            jnp.stack([image, -image]),
-            0.4,
-            2,
-        ),
-    }
+    """name: (model, input, time, label), every one of `MODELS` built."""
+    return {name: build() for name, build in MODELS.items()}
 
 
 def output(model, x, t, y):
