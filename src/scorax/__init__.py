@@ -28,6 +28,7 @@ from ._metric import (
 )
 from ._mixture import GaussianMixture as GaussianMixture
 from ._model import (
+    ConsistencyModel as ConsistencyModel,
     conv_nhwc as conv_nhwc,
     EnergyMLP as EnergyMLP,
     GaussianFourierFeatures as GaussianFourierFeatures,
@@ -36,11 +37,18 @@ from ._model import (
     UNet as UNet,
 )
 from ._objective import (
+    AbstractDiscretisation as AbstractDiscretisation,
     AbstractTimeDistribution as AbstractTimeDistribution,
     AbstractTimeSampling as AbstractTimeSampling,
+    consistency_distillation_loss as consistency_distillation_loss,
+    consistency_recipe as consistency_recipe,
+    consistency_training_loss as consistency_training_loss,
+    ConsistencyRecipe as ConsistencyRecipe,
     denoising_score_matching as denoising_score_matching,
     diffusion_loss as diffusion_loss,
+    DoublingCurriculum as DoublingCurriculum,
     explicit_score_matching as explicit_score_matching,
+    FixedDiscretisation as FixedDiscretisation,
     implicit_score_matching as implicit_score_matching,
     ImportanceTime as ImportanceTime,
     kde_score as kde_score,
@@ -50,6 +58,7 @@ from ._objective import (
     ncsn_loss as ncsn_loss,
     score_from_energy as score_from_energy,
     sliced_score_matching as sliced_score_matching,
+    SquareRootCurriculum as SquareRootCurriculum,
     UniformTime as UniformTime,
 )
 from ._parameterisation import (
@@ -74,6 +83,7 @@ from ._path import (
 )
 from ._sampler import (
     annealed_langevin as annealed_langevin,
+    consistency_sample as consistency_sample,
     ddim_sample as ddim_sample,
     ddpm_sample as ddpm_sample,
     dpm_solver_pp_sample as dpm_solver_pp_sample,
@@ -101,18 +111,23 @@ from ._trace import (
 # (RUF022: classes, then functions), so that branches adding names merge cleanly.
 # Submodules (`scorax.datasets`, `scorax.testing`) have pages of their own.
 __all__ = [
+    "AbstractDiscretisation",
     "AbstractGaussianPath",
     "AbstractParameterisation",
     "AbstractTimeDistribution",
     "AbstractTimeSampling",
     "BoundResult",
+    "ConsistencyModel",
+    "ConsistencyRecipe",
     "CosinePath",
     "DDPMSchedule",
     "DataPrediction",
+    "DoublingCurriculum",
     "EDMPath",
     "EDMPrediction",
     "EnergyMLP",
     "FitResult",
+    "FixedDiscretisation",
     "GaussianFourierFeatures",
     "GaussianMixture",
     "ImportanceTime",
@@ -127,6 +142,7 @@ __all__ = [
     "SamplerEntry",
     "ScoreMLP",
     "ScorePrediction",
+    "SquareRootCurriculum",
     "SubVPPath",
     "UNet",
     "UniformTime",
@@ -137,6 +153,10 @@ __all__ = [
     "bits_per_dim",
     "classifier_free_guidance",
     "classifier_guidance",
+    "consistency_distillation_loss",
+    "consistency_recipe",
+    "consistency_sample",
+    "consistency_training_loss",
     "conv_nhwc",
     "convert",
     "ddim_sample",

@@ -130,13 +130,10 @@ def nll_bound(
         f"`t_max`: nll_bound needs alpha(t_max) > 0, which fails on "
         f"{type(path).__name__} at t_max = {t_max}; use a smaller t_max.",
     )
-    log_snr_low = path.log_snr(low)
 
     def kernel(t: Array) -> tuple[Array, Array]:
         """x_t = a x + s eps, given x at t_min."""
-        a = path.alpha(t) / path.alpha(low)
-        s = path.sigma(t) * jnp.sqrt(-jnp.expm1(path.log_snr(t) - log_snr_low))
-        return a, s
+        return path.transition(low, t)
 
     def score(y: Array, t: Array) -> Array:
         return predict(

@@ -160,6 +160,54 @@ def check_time_range(t_min: float, t_max: float = 1.0, path: object = None) -> N
         raise ValueError(f"`t_max` must lie in (t_min, 1] = ({t_min}, 1], got {t_max}.")
 
 
+def check_consistency_model(model: object, name: str = "model") -> float:
+    """The boundary time `t_min` of a consistency model (`ConsistencyModel`,
+    `testing.ExactConsistencyModel`, or any model with a float `t_min` in (0, 1)),
+    or an error naming `name`."""
+    t_min = getattr(model, "t_min", None)
+    if not isinstance(t_min, float) or not 0 < t_min < 1:
+        raise ValueError(
+            f"`{name}` must be a consistency model with its boundary time `t_min`, "
+            "a float in (0, 1) (a ConsistencyModel or "
+            f"scorax.testing.ExactConsistencyModel), got {type(model).__name__} "
+            f"with t_min={t_min!r}."
+        )
+    return t_min
+
+
+def check_decreasing_times(
+    times: object, name: str, *, t_min: float, t_max: float, path: object
+) -> np.ndarray:
+    """`times` as a float64 NumPy vector, unless it is not a non-empty, concrete,
+    strictly decreasing sequence in (`t_min`, `t_max`] at whose first time the
+    `path` keeps some signal (alpha > 0)."""
+    if not is_concrete(times):
+        raise ValueError(f"`{name}` must be concrete (not traced): it fixes the grid.")
+    try:
+        values = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`{name}` must be a sequence of times, got {times!r}."
+        ) from error
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of times, got shape {values.shape}."
+        )
+    inside = (values > t_min) & (values <= t_max)
+    if not np.all(np.diff(values) < 0) or not np.all(inside):
+        raise ValueError(
+            f"`{name}` must be strictly decreasing and lie in (t_min, t_max] = "
+            f"({t_min}, {t_max}], got {values.tolist()}."
+        )
+    alpha = path.alpha(float(values[0]))
+    if is_concrete(alpha) and not float(alpha) > 0:
+        raise ValueError(
+            f"`{name}`: the first time {values[0]} has alpha = 0 on "
+            f"{type(path).__name__} (no signal left); start earlier."
+        )
+    return values
+
+
 def check_log_snr_ends(
     value: ArrayLike, ends: Array, path: object, t_max: float, t_min: float
 ) -> Array:
@@ -186,13 +234,13 @@ def check_finite(x: Array, name: str) -> Array:
     )
 
 
-def check_model(model: Callable, x: Array, *args: Array) -> None:
+def check_model(model: Callable, x: Array, *args: Array, name: str = "model") -> None:
     """Raise `ValueError` unless `model(x, *args)` is an array shaped like `x`."""
     out = jax.eval_shape(model, x, *args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != x.shape:
         got = out.shape if isinstance(out, jax.ShapeDtypeStruct) else type(out)
         raise ValueError(
-            f"`model` must return an array shaped like its input {x.shape}, got {got}."
+            f"`{name}` must return an array shaped like its input {x.shape}, got {got}."
         )
 
 

@@ -26,6 +26,19 @@ def _as_float(t: RealScalarLike) -> FloatScalar:
     return t if jnp.issubdtype(t.dtype, jnp.floating) else t + 0.0
 
 
+# Where a path has alpha(1) = 0, its SDE and log-SNR diverge at t = 1: samplers
+# and the consistency losses start from this time instead.
+T_MAX_ALPHA_ZERO = 0.99
+
+
+def default_t_max(path: "AbstractGaussianPath") -> float:
+    """The latest time a sampler starts from on `path`: 1, or `T_MAX_ALPHA_ZERO`
+    where alpha(1) = 0 (`CosinePath`, `LinearPath`)."""
+    alpha_one = path.alpha(1.0)
+    vanishes = is_concrete(alpha_one) and not float(alpha_one) > 0
+    return T_MAX_ALPHA_ZERO if vanishes else 1.0
+
+
 def _ordered(low: RealScalarLike, high: RealScalarLike, low_name: str, high_name: str):
     check_positive(low, low_name)
     check_positive(high, high_name)
@@ -135,6 +148,28 @@ class AbstractGaussianPath(eqx.Module):
         \text{ratio})$. Ratios outside the path's range map to the nearer endpoint.
         """
         return self.inverse_log_snr(-2 * jnp.log(_as_float(ratio)))
+
+    def transition(
+        self, s: RealScalarLike, t: RealScalarLike
+    ) -> tuple[FloatScalar, FloatScalar]:
+        r"""The Gaussian transition from time $s$ to a later time $t \ge s$: the pair
+        $(a, b)$ with $x_t \mid x_s \sim \mathcal{N}(a\, x_s, b^2 I)$,
+
+        $$a = \frac{\alpha(t)}{\alpha(s)}, \qquad b = \sigma(t)
+        \sqrt{1 - e^{\lambda(t) - \lambda(s)}},$$
+
+        so that $a^2 \sigma(s)^2 + b^2 = \sigma(t)^2$: the forward process run on
+        from $s$ keeps the marginals of the path (Kingma et al. 2021, "Variational
+        diffusion models", eq. 7). Composing the transitions $s \to u \to t$ gives
+        that of $s \to t$ (Chapman–Kolmogorov). It is what re-noises a sample at
+        $s$ to $t$, as multistep consistency sampling does; $b$ is computed with
+        `expm1`, accurate for $t$ near $s$, and $b = \sigma(t)$ where $\sigma(s)
+        = 0$.
+        """
+        s, t = _as_float(s), _as_float(t)
+        a = self.alpha(t) / self.alpha(s)
+        b = self.sigma(t) * jnp.sqrt(-jnp.expm1(self.log_snr(t) - self.log_snr(s)))
+        return a, b
 
     def sample(
         self, x0: Float[Array, "*shape"], t: RealScalarLike, *, key: PRNGKeyArray

@@ -22,8 +22,8 @@ from . import _checkpoint
 from ._collectives import agree, gather_ints, processes
 from ._feed import AbstractFeed, make_feed
 from ._loop import train
-from ._state import initial_state, TrainState
-from ._step import LossFn, run_chunk
+from ._state import initial_state, TargetDecay, TrainState
+from ._step import loss_keywords, LossFn, run_chunk
 
 
 class FitResult(eqx.Module):
@@ -34,6 +34,8 @@ class FitResult(eqx.Module):
       without `ema_decay`.
     - `opt_state`: the final optimiser state.
     - `losses`: the batch loss at every step, shape `(num_steps,)`.
+    - `target_model`: the target copy of the model ($\theta^-$), or `None`
+      without `target_decay`.
 
     On several processes the arrays of `model`, `ema_model` and `opt_state` are
     global arrays replicated on every device of the run; `losses` is on the host of
@@ -44,6 +46,7 @@ class FitResult(eqx.Module):
     ema_model: Any
     opt_state: PyTree
     losses: Float[Array, " num_steps"]
+    target_model: Any = None
 
 
 def fit(
@@ -57,6 +60,7 @@ def fit(
     key: PRNGKeyArray,
     steps_per_chunk: IntScalarLike = 100,
     ema_decay: float | None = None,
+    target_decay: TargetDecay | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     devices: Sequence[Any] | None = None,
     progress: bool = True,
@@ -128,7 +132,12 @@ def fit(
     - `model`: an Equinox module (or any PyTree); its inexact arrays are trained.
     - `loss_fn`: `loss_fn(model, x, key) -> scalar` for one sample, e.g.
       `lambda m, x, k: scorax.diffusion_loss(m, path, x, key=k)`; `x` has the
-      structure of one sample of `data`.
+      structure of one sample of `data`. A loss that takes a keyword `step` is
+      also given the index $k$ of the step (an int32 scalar, from 0), as the
+      curricula of consistency training need:
+      `lambda m, x, k, step: scorax.consistency_training_loss(m, None, path, x,
+      key=k, step=step, recipe=recipe)`; with `target_decay` it is given
+      `target=` as well.
     - `data`: the training set in memory, with samples along the first axis, all
       finite: an array, or any PyTree of arrays with a common first axis, such as
       labelled data `(x, y)`; a batch takes the same rows of every leaf, and the
@@ -152,6 +161,14 @@ def fit(
       and their gradients, more slowly.
     - `ema_decay`: if given, in $[0, 1)$, also keep
       $\bar\theta \leftarrow \gamma \bar\theta + (1 - \gamma)\theta$ after each step.
+    - `target_decay`: if given, keep a target copy of the model, $\theta^-
+      \leftarrow \mu \theta^- + (1 - \mu)\theta$ after each step $k$, with $\mu$
+      in $[0, 1)$ a number or a function $\mu(k)$ of the step (an int32 scalar;
+      such as [`ConsistencyRecipe.decay`][scorax.ConsistencyRecipe.decay]), and
+      pass it to the loss as `loss_fn(model, x, key, target=target_model)`: the
+      target network of consistency training. It starts at the model's
+      parameters and is saved in the checkpoint, so a resumed run continues
+      exactly.
     - `checkpoint`: a file path. After every chunk the model, optimiser state, EMA,
       step, losses and the stream's position are written there with Equinox
       serialisation, atomically (a temporary file renamed over the old one); its
@@ -179,6 +196,7 @@ def fit(
     batch_size = check_count(batch_size, "batch_size")
     steps_per_chunk = check_count(steps_per_chunk, "steps_per_chunk")
     mesh = _check_arguments(batch_size, ema_decay, devices)
+    _check_target_decay(target_decay, loss_fn)
     path = None if checkpoint is None else pathlib.Path(checkpoint)
     if path is not None:
         _check_checkpoint(path, mesh)
@@ -186,7 +204,9 @@ def fit(
     if path is not None:
         feed.check_position()
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    start = initial_state(params, optimizer=optimizer, ema_decay=ema_decay)
+    start = initial_state(
+        params, optimizer=optimizer, ema_decay=ema_decay, target_decay=target_decay
+    )
     state, history = _restore(start, feed, path, num_steps=num_steps, mesh=mesh)
 
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -198,6 +218,7 @@ def fit(
         optimizer=optimizer,
         batch_size=batch_size,
         ema_decay=ema_decay,
+        target_decay=target_decay,
         split_batch=NamedSharding(mesh, PartitionSpec("batch")),
     )
     state = train(
@@ -211,12 +232,40 @@ def fit(
         mesh=mesh,
     )
     ema_model = None if ema_decay is None else eqx.combine(state.ema, static)
+    target_model = None
+    if target_decay is not None:
+        target_model = eqx.combine(state.target, static)
     return FitResult(
         model=eqx.combine(state.params, static),
         ema_model=ema_model,
         opt_state=state.opt_state,
         losses=jnp.asarray(history),
+        target_model=target_model,
     )
+
+
+def _check_target_decay(target_decay: TargetDecay | None, loss_fn: LossFn) -> None:
+    """Raise `ValueError` unless `target_decay` is None, or a number (or a function
+    whose value at step 0 is a number) in [0, 1) with a loss that takes `target`."""
+    if target_decay is None:
+        return
+    if "target" not in loss_keywords(loss_fn):
+        raise ValueError(
+            "`target_decay`: `loss_fn` must take the keyword `target` (the target "
+            "model fit keeps), as in `lambda m, x, k, target: ...`."
+        )
+    value = (
+        target_decay(jnp.zeros((), jnp.int32))
+        if callable(target_decay)
+        else target_decay
+    )
+    value = np.asarray(value)
+    if value.shape != () or not 0 <= float(value) < 1:
+        raise ValueError(
+            "`target_decay` must be a number in [0, 1), or a function of the step "
+            f"with values there; got {value.tolist() if value.ndim else float(value)}"
+            f"{' at step 0' if callable(target_decay) else ''}."
+        )
 
 
 def _check_arguments(

@@ -1,6 +1,7 @@
 """The compiled steps of `fit`: a chunk of steps under `lax.scan`, each splitting
 its batch across the devices of a mesh and summing their gradients."""
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,46 @@ from jaxtyping import Array, Float, Int, Key, PRNGKeyArray, PyTree
 
 from .._custom_types import FloatScalar
 from .._sharded import checked, replicate_error
-from ._state import TrainState
+from ._state import TargetDecay, TrainState
 
 
-LossFn = Callable[[Any, PyTree, PRNGKeyArray], FloatScalar]
+LossFn = Callable[..., FloatScalar]
+# The keywords `fit` passes to a loss that takes them.
+_EXTRAS = ("step", "target")
+
+
+def loss_keywords(loss_fn: LossFn) -> frozenset[str]:
+    """Which of `step` and `target` `loss_fn` takes as keywords (all of them if it
+    takes `**kwargs`; none if its signature cannot be read)."""
+    try:
+        parameters = inspect.signature(loss_fn).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return frozenset(_EXTRAS)
+    keywords = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return frozenset(
+        p.name for p in parameters if p.name in _EXTRAS and p.kind in keywords
+    )
+
+
+def call_loss(
+    loss_fn: LossFn,
+    model: Any,
+    x: PyTree,
+    key: PRNGKeyArray,
+    *,
+    step: Array,
+    target: Any,
+) -> FloatScalar:
+    """`loss_fn(model, x, key)`, with `step=` (the step index) if it takes it and
+    `target=` (the target model) if there is one."""
+    extra: dict[str, Any] = {}
+    if "step" in loss_keywords(loss_fn):
+        extra["step"] = step
+    if target is not None:
+        extra["target"] = target
+    return loss_fn(model, x, key, **extra)
 
 
 @eqx.filter_jit
@@ -35,6 +72,7 @@ def run_chunk(
     optimizer: optax.GradientTransformation,
     batch_size: int,
     ema_decay: float | None,
+    target_decay: TargetDecay | None,
     split_batch: NamedSharding,
 ) -> tuple[TrainState, Float[Array, " length"], checkify.Error]:
     """`length` training steps under `lax.scan`, on batches drawn from the in-memory
@@ -53,7 +91,9 @@ def run_chunk(
     sample = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape[leading:], leaf.dtype), source
     )
-    check_loss(loss_fn, eqx.combine(state.params, static), sample, key)
+    model = eqx.combine(state.params, static)
+    target = None if state.target is None else eqx.combine(state.target, static)
+    check_loss(loss_fn, model, sample, key, target=target)
     loss_and_grads = _sharded_loss_and_grads(
         static, loss_fn, batch_size, split_batch, in_memory=data is not None
     )
@@ -71,8 +111,15 @@ def run_chunk(
             num_samples = jax.tree.leaves(data)[0].shape[0]
             indices = jr.randint(index_key, (batch_size,), 0, num_samples)
         keys = jr.split(loss_key, batch_size)
-        error, (loss, grads) = loss_and_grads(state.params, batch, indices, keys)
-        state = state.apply_gradients(grads, optimizer=optimizer, ema_decay=ema_decay)
+        error, (loss, grads) = loss_and_grads(
+            state.params, state.target, step, batch, indices, keys
+        )
+        state = state.apply_gradients(
+            grads,
+            optimizer=optimizer,
+            ema_decay=ema_decay,
+            target_decay=target_decay,
+        )
         return state, (loss, error)
 
     steps = state.step + jnp.arange(length, dtype=jnp.int32)
@@ -83,12 +130,27 @@ def run_chunk(
     return state, losses, replicate_error(error, replicated)
 
 
-def check_loss(loss_fn: LossFn, model: Any, sample: PyTree, key: PRNGKeyArray) -> None:
-    """Raise `ValueError` unless `loss_fn(model, sample, key)` evaluates (abstractly)
-    to a real scalar on one `sample` of the data: whatever it raised, with the
-    sample's dtypes and shapes, chained."""
+def check_loss(
+    loss_fn: LossFn,
+    model: Any,
+    sample: PyTree,
+    key: PRNGKeyArray,
+    *,
+    target: Any = None,
+) -> None:
+    """Raise `ValueError` unless `loss_fn(model, sample, key)` (with the keywords
+    `call_loss` passes) evaluates (abstractly) to a real scalar on one `sample` of
+    the data: whatever it raised, with the sample's dtypes and shapes, chained."""
+    step = jax.ShapeDtypeStruct((), jnp.int32)
     try:
-        out = eqx.filter_eval_shape(loss_fn, model, sample, key)
+        out = eqx.filter_eval_shape(
+            lambda m, x, k, i, g: call_loss(loss_fn, m, x, k, step=i, target=g),
+            model,
+            sample,
+            key,
+            step,
+            target,
+        )
     except Exception as error:
         leaves = jax.tree.leaves(sample)
         layout = jax.tree.map(lambda leaf: f"{leaf.dtype}{list(leaf.shape)}", sample)
@@ -133,7 +195,8 @@ def _sharded_loss_and_grads(
     *,
     in_memory: bool,
 ) -> Callable[..., tuple[checkify.Error, tuple[Array, PyTree]]]:
-    """`(params, source, indices, keys) -> (error, (loss, grads))`: the batch-mean
+    """`(params, target, step, source, indices, keys) -> (error, (loss, grads))`:
+    the batch-mean
     loss and its gradient, each device computing its share of the batch and one
     all-reduce per step summing them. A device's rows are `source[indices]` (in
     memory, where every device holds the whole data set and draws its own rows) or
@@ -145,6 +208,8 @@ def _sharded_loss_and_grads(
 
     def local(
         params: PyTree,
+        target_params: PyTree | None,
+        step: Array,
         source: PyTree,
         indices: Int[Array, " rows"] | None,
         keys: Key[Array, " rows"],
@@ -152,9 +217,15 @@ def _sharded_loss_and_grads(
         if indices is not None:
             source = jax.tree.map(lambda leaf: leaf[indices], source)
 
+        target = None
+        if target_params is not None:
+            target = eqx.combine(target_params, static)
+
         def share(params: PyTree) -> Array:
             model = eqx.combine(params, static)
-            losses = jax.vmap(lambda x, k: loss_fn(model, x, k))(source, keys)
+            losses = jax.vmap(
+                lambda x, k: call_loss(loss_fn, model, x, k, step=step, target=target)
+            )(source, keys)
             return jnp.sum(losses) / batch_size
 
         error, loss_and_grads = checked(jax.value_and_grad(share))(params)
@@ -167,7 +238,7 @@ def _sharded_loss_and_grads(
     return jax.shard_map(
         local,
         mesh=split_batch.mesh,
-        in_specs=(whole, whole if in_memory else split, split, split),
+        in_specs=(whole, whole, whole, whole if in_memory else split, split, split),
         out_specs=(split, whole),
         check_vma=False,  # the gradients are local until the explicit `psum`
     )

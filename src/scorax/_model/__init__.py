@@ -1,5 +1,6 @@
 """Neural networks for scores and energies."""
 
+from ._consistency import ConsistencyModel as ConsistencyModel
 from ._conv import conv_nhwc as conv_nhwc
 from ._mlp import (
     EnergyMLP as EnergyMLP,

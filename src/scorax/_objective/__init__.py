@@ -1,5 +1,15 @@
 """Score-matching objectives: pure functions of one sample, returning a scalar."""
 
+from ._consistency import (
+    AbstractDiscretisation as AbstractDiscretisation,
+    consistency_distillation_loss as consistency_distillation_loss,
+    consistency_recipe as consistency_recipe,
+    consistency_training_loss as consistency_training_loss,
+    ConsistencyRecipe as ConsistencyRecipe,
+    DoublingCurriculum as DoublingCurriculum,
+    FixedDiscretisation as FixedDiscretisation,
+    SquareRootCurriculum as SquareRootCurriculum,
+)
 from ._denoising import (
     denoising_score_matching as denoising_score_matching,
     diffusion_loss as diffusion_loss,

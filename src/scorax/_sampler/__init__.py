@@ -3,6 +3,12 @@ from ._by_name import (
     sampler_table as sampler_table,
     SamplerEntry as SamplerEntry,
 )
+from ._consistency import (
+    consistency_sample as consistency_sample,
+    ConsistencySampler as ConsistencySampler,
+    teacher_step as teacher_step,
+    TeacherMethod as TeacherMethod,
+)
 from ._ddpm import ddim_sample as ddim_sample, ddpm_sample as ddpm_sample
 from ._dpm import dpm_solver_sample as dpm_solver_sample
 from ._dpm_pp import dpm_solver_pp_sample as dpm_solver_pp_sample

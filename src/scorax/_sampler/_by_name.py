@@ -11,11 +11,18 @@ from typing import Any, NamedTuple, TypeAlias
 import diffrax as dfx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_choice, check_count, check_time_range, is_concrete
+from .._checks import (
+    check_choice,
+    check_consistency_model,
+    check_count,
+    check_time_range,
+    is_concrete,
+)
 from .._custom_types import IntScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
-from .._path import AbstractGaussianPath, DDPMSchedule, VPPath
+from .._path import AbstractGaussianPath, DDPMSchedule, default_t_max, VPPath
 from ._abstract import AbstractDenoisingSampler, AbstractSampler, Problem
+from ._consistency import ConsistencySampler
 from ._ddpm import DDIM, DDPM
 from ._dpm import DPMSolver
 from ._dpm_pp import DPMSolverPP
@@ -28,9 +35,6 @@ from ._sde import probability_flow_sample, reverse_sde_sample
 
 Sampler: TypeAlias = Callable[[Any, Float[Array, "*shape"], PRNGKeyArray], SampleResult]
 
-# Where a path has alpha(1) = 0, its SDE and log-SNR diverge at t = 1: the
-# samplers start from this time instead.
-T_MAX_ALPHA_ZERO = 0.99
 # The DDIM entry's schedule has this many steps.
 _DDIM_SCHEDULE_STEPS = 1000
 # The adaptive ode sampler's first step is (t_max - t_min) / this.
@@ -134,6 +138,11 @@ def _samplers() -> dict[str, _Entry]:
             50,
             DPMSolverPP(order=2, stochastic=True),
         ),
+        "consistency": _row(
+            "consistency model, one step or several (consistency_sample)",
+            1,
+            ConsistencySampler(),
+        ),
     }
 
 
@@ -216,9 +225,14 @@ def _fixed_grid(name: str, entry: _Entry, s: _Settings) -> Sampler:
         sampler = dataclasses.replace(sampler, axis_name=s.axis_name)
     elif entry.takes_data_std:
         sampler = dataclasses.replace(sampler, data_std=s.data_std)
+    elif isinstance(sampler, ConsistencySampler):
+        sampler = dataclasses.replace(sampler, times=num_steps)
 
     def sample(model, x, key):
-        problem = Problem(model, path, s.parameterisation, **ranged)
+        times = ranged
+        if isinstance(sampler, ConsistencySampler):
+            times = {**ranged, "t_min": check_consistency_model(model)}
+        problem = Problem(model, path, s.parameterisation, **times)
         return run(
             sampler,
             problem,
@@ -269,6 +283,7 @@ def get_sampler(
     | `dpm3m-unic` | DPM-Solver++(3M) with UniC ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
     | `dpm3m-time` | DPM-Solver++(3M) with UniC, interpolated in time on the quadratic time grid, with data_std ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 20 |
     | `dpm2m-sde` | DPM-Solver++(2M) SDE ([`dpm_solver_pp_sample`][scorax.dpm_solver_pp_sample]) | 50 |
+    | `consistency` | consistency model, one step or several ([`consistency_sample`][scorax.consistency_sample]) | 1 |
 
     Every other setting is the sampler function's default. `ode` takes adaptive
     steps (tolerances $10^{-4}$, first step $(t_\text{max} - t_\text{min})/50$)
@@ -276,7 +291,10 @@ def get_sampler(
     `ddim` and `ddpm` run on the discrete [`DDPMSchedule`][scorax.DDPMSchedule]
     of the `VPPath` (its `beta_min` and `beta_max`): `ddim` on `num_steps` of its
     1000 steps, `ddpm` on all the steps of a schedule with `num_steps` steps
-    (more than `beta_max`). The others run on any path.
+    (more than `beta_max`). The others run on any path. `consistency` takes a
+    consistency model ([`ConsistencyModel`][scorax.ConsistencyModel]), whose own
+    `t_min` it uses in place of `t_min`, and `num_steps` $\rho$-spaced times from
+    `t_max`.
 
     **Arguments:**
 
@@ -330,9 +348,7 @@ def get_sampler(
             f"times; leave them at their defaults, got t_min={t_min}, t_max={t_max}."
         )
     if t_max is None:
-        alpha_one = path.alpha(1.0)
-        vanishes = is_concrete(alpha_one) and not float(alpha_one) > 0
-        t_max = T_MAX_ALPHA_ZERO if vanishes else 1.0
+        t_max = default_t_max(path)
     check_time_range(t_min, t_max, path)
     steps = num_steps or entry.entry.num_steps or _ADAPTIVE_FIRST_STEPS
     settings = _Settings(

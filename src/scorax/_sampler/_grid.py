@@ -110,12 +110,12 @@ class PathNodes(AbstractNodes):
     def model_path(self) -> AbstractGaussianPath:
         return self.path
 
-    def _at_time(self, t: Array) -> Node:
+    def at_time(self, t: Array) -> Node:
         alpha, sigma = self.path.alpha(t), self.path.sigma(t)
         return Node(t, alpha, sigma, self.path.log_snr(t) / 2)
 
     def at(self, ell: Array) -> Node:
-        return self._at_time(self.path.inverse_log_snr(2 * ell))
+        return self.at_time(self.path.inverse_log_snr(2 * ell))
 
     def grid(self, num_steps, spacing, rho, t_min, t_max, dtype) -> Node:
         start, end = jnp.asarray(t_max, dtype), jnp.asarray(t_min, dtype)
@@ -134,7 +134,7 @@ class PathNodes(AbstractNodes):
             times = jax.vmap(self.path.inverse_log_snr)(2 * ells)
             # The ends exactly where asked, whatever the rounding of the inverse.
             times = times.at[0].set(start).at[-1].set(end)
-        nodes = jax.vmap(self._at_time)(times)
+        nodes = jax.vmap(self.at_time)(times)
         ends = nodes.ell[jnp.array([0, -1])]
         ell = check_log_snr_ends(nodes.ell, ends, self.path, t_max, t_min)
         return nodes._replace(ell=ell)

@@ -6,7 +6,9 @@ for your own paths, parameterisations, objectives, estimators and samplers.
   [`gaussian_mixtures`][scorax.testing.gaussian_mixtures],
   [`parameterisations`][scorax.testing.parameterisations],
   [`dtypes`][scorax.testing.dtypes].
-- The exact oracle as a model: [`ExactModel`][scorax.testing.ExactModel].
+- The exact oracle as a model: [`ExactModel`][scorax.testing.ExactModel], and
+  as a consistency function:
+  [`ExactConsistencyModel`][scorax.testing.ExactConsistencyModel].
 - Checks that raise an `AssertionError` with a readable report:
   [`check_path`][scorax.testing.check_path],
   [`check_parameterisation_roundtrip`][scorax.testing.check_parameterisation_roundtrip],
@@ -30,7 +32,10 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
         'pip install "scorax[testing]"'
     ) from error
 
-from ._exact import ExactModel as ExactModel
+from ._exact import (
+    ExactConsistencyModel as ExactConsistencyModel,
+    ExactModel as ExactModel,
+)
 from ._path_checks import (
     check_parameterisation_roundtrip as check_parameterisation_roundtrip,
     check_path as check_path,
@@ -52,6 +57,7 @@ from ._strategies import (
 
 
 __all__ = [
+    "ExactConsistencyModel",
     "ExactModel",
     "SamplerCheck",
     "check_evaluation_count",

@@ -1,7 +1,9 @@
 """The exact model: a Gaussian mixture's diffused score, read in any
 parameterisation."""
 
+import diffrax as dfx
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._custom_types import RealScalarLike
@@ -57,3 +59,78 @@ class ExactModel(eqx.Module):
             source=ScorePrediction(),
             target=self.parameterisation,
         )
+
+
+class ExactConsistencyModel(eqx.Module):
+    r"""The exact consistency function of a
+    [`GaussianMixture`][scorax.GaussianMixture] (Song et al. 2023): the point
+    $x_{t_\text{min}}$ that the probability-flow ODE of the exact score carries
+    $x_t$ to,
+
+    $$f^*(x_t, t) = x_t + \int_t^{t_\text{min}} \Big(f(u)\, x_u - \tfrac12
+    g(u)^2\, \nabla \log p_u(x_u)\Big)\, \mathrm{d}u,$$
+
+    solved with Diffrax from $t$ down to $t_\text{min}$ to tolerance `rtol`,
+    `atol`. It is the oracle of consistency models: a
+    [`ConsistencyModel`][scorax.ConsistencyModel] trained to perfection is this
+    function, [`consistency_sample`][scorax.consistency_sample] with it samples
+    $p_{t_\text{min}}$ exactly in any number of steps, and as the target or
+    teacher of [`consistency_distillation_loss`][scorax.consistency_distillation_loss]
+    it makes that loss vanish up to the teacher step's error. At $t =
+    t_\text{min}$ it returns $x$ (a solve over an empty interval). It is
+    differentiable (Diffrax's adjoint), so it can serve as a target network.
+
+    **Arguments:**
+
+    - `mixture`: the data distribution at $t = 0$.
+    - `path`: the Gaussian path that diffuses it.
+    - `t_min`: the boundary time, in $(0, 1)$; default $10^{-3}$.
+    - `rtol`, `atol`: the solver's tolerances; default $10^{-10}$ (in float64;
+      use about $10^{-6}$ in float32).
+    - `solver`: a Diffrax ODE solver; default `diffrax.Tsit5()`.
+    - `max_steps`: the solver's step limit; default 4096.
+    """
+
+    mixture: GaussianMixture
+    path: AbstractGaussianPath
+    t_min: float = eqx.field(static=True, default=1e-3, converter=float)
+    rtol: float = eqx.field(static=True, default=1e-10, converter=float)
+    atol: float = eqx.field(static=True, default=1e-10, converter=float)
+    solver: dfx.AbstractSolver = dfx.Tsit5()
+    max_steps: int = eqx.field(static=True, default=4096)
+
+    def __check_init__(self):
+        if not 0 < self.t_min < 1:
+            raise ValueError(f"`t_min` must lie in (0, 1), got {self.t_min}.")
+
+    @property
+    def score_model(self) -> ExactModel:
+        """The exact score model of the same mixture and path (a teacher)."""
+        return ExactModel(self.mixture, self.path)
+
+    def __call__(
+        self,
+        x: Float[Array, " d"],
+        t: RealScalarLike,
+        y: Int[ArrayLike, ""] | None = None,
+    ) -> Float[Array, " d"]:
+        """$f^*(x, t)$; given a label `y`, that of class `y` alone."""
+        path, mixture = self.path, self.mixture
+        t = jnp.asarray(t, x.dtype)
+
+        def velocity(u, z, args):
+            score = mixture.marginal(path, u).score(z, y)
+            return path.drift(z, u) - path.diffusion_squared(u) * score / 2
+
+        solution = dfx.diffeqsolve(
+            dfx.ODETerm(velocity),
+            self.solver,
+            t,
+            jnp.asarray(self.t_min, x.dtype),
+            None,
+            x,
+            stepsize_controller=dfx.PIDController(rtol=self.rtol, atol=self.atol),
+            max_steps=self.max_steps,
+        )
+        assert solution.ys is not None
+        return solution.ys[-1]
