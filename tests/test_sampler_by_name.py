@@ -39,7 +39,12 @@ EVALUATIONS = {
     "dpm3m-unic": 2 + 1,
     "dpm3m-time": 2 + 1,
     "dpm2m-sde": 2 + 1,
+    "consistency": 2,
 }
+# The consistency sampler takes a consistency model, here the exact one.
+EXACT_CONSISTENCY = scorax.testing.ExactConsistencyModel(
+    MIXTURE, VP, rtol=1e-6, atol=1e-6
+)
 
 
 def _recording(sampler, reported):
@@ -59,7 +64,7 @@ def test_every_name_spends_and_reports_the_evaluations_of_its_steps(name):
     (check_evaluation_count), and `num_steps` sets that count as documented."""
     reported: list[int] = []
     sampler = scorax.get_sampler(name, VP, num_steps=25 if name == "ddpm" else 2)
-    model = EXACT_NOISE
+    model = EXACT_CONSISTENCY if name == "consistency" else EXACT_NOISE
     start = VP.prior_sample(key=jr.key(0), shape=(1, 2))
     scorax.testing.check_evaluation_count(
         _recording(sampler, reported), model, start, num_counted=1

@@ -176,7 +176,7 @@ def check_consistency_model(model: object, name: str = "model") -> float:
 
 
 def check_decreasing_times(
-    times: object, name: str, *, t_min: float, t_max: float, path: object
+    times: object, name: str, *, t_min: float, t_max: float, path: Any
 ) -> np.ndarray:
     """`times` as a float64 NumPy vector, unless it is not a non-empty, concrete,
     strictly decreasing sequence in (`t_min`, `t_max`] at whose first time the

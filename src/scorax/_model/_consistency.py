@@ -23,9 +23,8 @@ def consistency_scalings(
     r"""$(a, b)$ with $f(x, t) = a\, x + b\, F$: the consistency scalings of
     Song et al. (2023, Appendix C) in the noise level $\tilde\sigma = \sigma/\alpha$,
     carried to $x_t$ and back to $x_{t_\text{min}}$ (see
-    [`ConsistencyModel`][scorax.ConsistencyModel]). At $t = t_\text{min}$, $a = 1$
-    and $b = 0$ exactly: both come out of the same floating-point operations on the
-    same time."""
+    [`ConsistencyModel`][scorax.ConsistencyModel]). At $t = t_\text{min}$ (in
+    the dtype of `t`), $a = 1$ and $b = 0$ exactly."""
     t = jnp.asarray(t)
     t_min = jnp.asarray(t_min, t.dtype)
     alpha, alpha_min = path.alpha(t), path.alpha(t_min)
@@ -34,7 +33,11 @@ def consistency_scalings(
     above = level - level_min
     c_skip = sigma_d**2 / (above**2 + sigma_d**2)
     c_out = sigma_d * above / jnp.sqrt(sigma_d**2 + level**2)
-    return alpha_min / alpha * c_skip, alpha_min * c_out
+    # At t_min itself, exactly (1, 0): the two alphas may be computed differently
+    # (one folded into a constant by XLA, say), so their ratio need not round to 1.
+    at_boundary = t == t_min
+    a = jnp.where(at_boundary, 1, alpha_min / alpha * c_skip)
+    return a, jnp.where(at_boundary, 0, alpha_min * c_out)
 
 
 class ConsistencyModel(eqx.Module):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import jax.scipy.special as jss
+from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import (
@@ -48,7 +49,7 @@ class AbstractDiscretisation(eqx.Module):
         """The largest $N(k)$, a Python integer (it fixes array shapes)."""
 
     @abc.abstractmethod
-    def num_levels(self, step: Int[ArrayLike, ""]) -> Int[Array, ""]:
+    def num_levels(self, step: Int[ArrayLike, "*steps"]) -> Int[Array, "*steps"]:
         """$N(k) \\ge 2$ at step $k$ (an int32 scalar; `step` may be traced)."""
 
 
@@ -70,8 +71,8 @@ class FixedDiscretisation(AbstractDiscretisation):
     def max_levels(self) -> int:
         return self.levels
 
-    def num_levels(self, step: Int[ArrayLike, ""]) -> Int[Array, ""]:
-        return jnp.asarray(self.levels, jnp.int32)
+    def num_levels(self, step: Int[ArrayLike, "*steps"]) -> Int[Array, "*steps"]:
+        return jnp.full(jnp.shape(step), self.levels, jnp.int32)
 
 
 class SquareRootCurriculum(AbstractDiscretisation):
@@ -103,7 +104,7 @@ class SquareRootCurriculum(AbstractDiscretisation):
     def max_levels(self) -> int:
         return self.end + 1
 
-    def num_levels(self, step: Int[ArrayLike, ""]) -> Int[Array, ""]:
+    def num_levels(self, step: Int[ArrayLike, "*steps"]) -> Int[Array, "*steps"]:
         k = jnp.minimum(jnp.asarray(step), self.num_steps).astype(jnp.float32)
         s0, s1 = self.start, self.end
         inner = k / self.num_steps * ((s1 + 1) ** 2 - s0**2) + s0**2
@@ -144,7 +145,7 @@ class DoublingCurriculum(AbstractDiscretisation):
         doublings = math.log2(self.end // self.start) + 1
         return max(int(self.num_steps // doublings), 1)
 
-    def num_levels(self, step: Int[ArrayLike, ""]) -> Int[Array, ""]:
+    def num_levels(self, step: Int[ArrayLike, "*steps"]) -> Int[Array, "*steps"]:
         doublings = jnp.minimum(jnp.asarray(step) // self.interval(), 30)
         levels = self.start * jnp.left_shift(1, doublings.astype(jnp.int32))
         return jnp.minimum(levels, self.end).astype(jnp.int32) + 1
@@ -250,12 +251,12 @@ class ConsistencyRecipe(eqx.Module):
         if self.t_max is not None and not 0 < self.t_max <= 1:
             raise ValueError(f"`t_max` must lie in (0, 1], got {self.t_max}.")
 
-    def decay(self, step: Int[ArrayLike, ""]) -> Float[Array, ""]:
+    def decay(self, step: Int[ArrayLike, "*steps"]) -> Float[Array, "*steps"]:
         r"""$\mu(k)$, the target's decay after step $k$: for
         [`fit`][scorax.fit]'s `target_decay`."""
         mu = jnp.asarray(self.target_decay, jnp.float32)
         if not self.decay_follows_levels:
-            return mu
+            return jnp.full(jnp.shape(step), mu)
         schedule = self.discretisation
         ratio = schedule.num_levels(0) / schedule.num_levels(step)
         return jnp.where(mu > 0, jnp.exp(ratio * jnp.log(mu)), 0.0)
@@ -265,7 +266,7 @@ class ConsistencyRecipe(eqx.Module):
         path: AbstractGaussianPath,
         t_min: float,
         step: Int[ArrayLike, ""],
-        dtype,
+        dtype: DTypeLike,
     ) -> tuple[Float[Array, " max_levels"], Int[Array, ""]]:
         r"""The $\rho$-spaced noise levels $\tilde\sigma_i$ at step $k$, padded to
         `max_levels` (entries past $N(k)$ repeat $\tilde\sigma_\text{max}$), and
@@ -288,7 +289,7 @@ class ConsistencyRecipe(eqx.Module):
         step: Int[ArrayLike, ""],
         *,
         key: PRNGKeyArray,
-        dtype,
+        dtype: DTypeLike,
     ) -> LevelPair:
         """A pair of adjacent levels at step $k$, their times and weight."""
         levels, num = self.levels(path, t_min, step, dtype)

@@ -229,7 +229,7 @@ def teacher_step(
     `dpm_solver_sample` takes)."""
     if isinstance(method, str):
         check_choice(method, "method", TEACHER_METHODS)
-    if method in _DPM_ORDERS:
+    if isinstance(method, str) and method in _DPM_ORDERS:
         problem = Problem(teacher, path, parameterisation, t_min, t_max)
         nodes = PathNodes(path)
         solver = DPMSolver(order=_DPM_ORDERS[method])

@@ -296,12 +296,19 @@ def check_objective_minimiser(
         )
 
 
-def _counting(model: Callable, calls: list) -> Callable:
-    def wrapped(*args):
-        jax.debug.callback(lambda: calls.append(1))
-        return model(*args)
+class _Counting:
+    """`model`, counting its calls into `calls` as they run; its other attributes
+    (such as a consistency model's `t_min`) read through."""
 
-    return wrapped
+    def __init__(self, model: Callable, calls: list):
+        self._model, self._calls = model, calls
+
+    def __call__(self, *args):
+        jax.debug.callback(lambda: self._calls.append(1))
+        return self._model(*args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
 
 
 def check_evaluation_count(
@@ -341,7 +348,7 @@ def check_evaluation_count(
     num_counted = check_count(num_counted, "num_counted")
     name = "scorax.testing.check_evaluation_count"
     calls: list = []
-    counted = _counting(model, calls)
+    counted = _Counting(model, calls)
     # A batch of one under the vmap axis "batch", as check_sampler runs it, so
     # that samplers averaging over that axis run too.
     run = jax.jit(jax.vmap(lambda x, k: sampler(counted, x, k), axis_name="batch"))
