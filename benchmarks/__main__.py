@@ -22,7 +22,17 @@ from typing import Any
 
 import jax
 
-from . import fit, likelihood, mixture, objectives, recipes, samplers, trace, unet
+from . import (
+    consistency,
+    fit,
+    likelihood,
+    mixture,
+    objectives,
+    recipes,
+    samplers,
+    trace,
+    unet,
+)
 from ._harness import Benchmark, measurement_table
 
 
@@ -35,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "trace": trace.run,
     "unet": unet.run,
     "recipes": recipes.run,
+    "consistency": consistency.run,
 }
 RESULTS = pathlib.Path(__file__).parent / "results"
 PACKAGES = ("jax", "jaxlib", "equinox", "diffrax", "optax", "scorax")
@@ -103,6 +114,7 @@ TABLES: dict[str, Callable[[str, list[Any]], list[str]]] = {
     "likelihood": likelihood.markdown_table,
     "trace": trace.markdown_table,
     "recipes": recipes.markdown_table,
+    "consistency": consistency.markdown_table,
 }
 
 

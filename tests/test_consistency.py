@@ -106,6 +106,7 @@ SAMPLERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_consistency_sampling_with_the_exact_function_samples_the_data(name):
     """check_sampler against the mixture diffused to t_min: with the exact
@@ -156,6 +157,7 @@ def test_consistency_sampling_by_name_and_by_count_of_times():
 ORDERS = {"euler": 1, "heun": 2, "dpm1": 1, "dpm2": 2}
 
 
+@pytest.mark.slow
 def test_the_distillation_loss_vanishes_at_the_teacher_steps_order():
     """With the exact consistency function as model and target and the exact
     score as teacher, the CD loss of each sample falls as h^(2(p+1)) when the

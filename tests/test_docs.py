@@ -89,3 +89,22 @@ def test_the_scaling_example_runs_streamed(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert checkpoint.exists()
+
+
+def test_the_consistency_example_runs(tmp_path):
+    """examples/consistency.py, shortened: distils and trains a consistency model
+    for a few steps, samples every way, and writes the figure; every distance is
+    finite and positive."""
+    figure = tmp_path / "consistency.png"
+    code = (
+        "import math, runpy\n"
+        f"example = runpy.run_path({str(ROOT / 'examples' / 'consistency.py')!r})\n"
+        f"summary = example['main'](num_steps=20, num_samples=500, output={str(figure)!r}, progress=False)\n"
+        "assert len(summary) == 11, summary\n"
+        "assert all(math.isfinite(v) and v > 0 for v in summary.values()), summary\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert figure.stat().st_size > 0
