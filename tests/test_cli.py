@@ -80,6 +80,7 @@ def test_top_level_help_and_version(capsys):
         (["demo", "--samples", "-5"], "--samples"),
         (["demo", "--learning-rate", "nan"], "--learning-rate"),
         (["demo", "--sampler", "sde,euler"], "--sampler"),
+        (["demo", "--sampler", "consistency"], "--sampler"),
         (["demo", "--sampler", "ddim", "--path", "ve"], "--sampler"),
         (["demo", "--sampler", "ddpm", "--sampler-steps", "4"], "--sampler-steps"),
         (["demo", "--conditional", "--dataset", "rings"], "--conditional"),

@@ -95,6 +95,23 @@ def test_the_exact_consistency_function_is_constant_along_the_flow(s, t, seed):
     assert np.array_equal(_at(EXACT, x, T_MIN), x)
 
 
+@pytest.mark.slow
+def test_the_exact_consistency_function_is_differentiable():
+    """Its Jacobian in x (reverse mode, through Diffrax's adjoint) equals central
+    finite differences of step 1e-5, whose error is about 1e-10 here; a zero or
+    wrong derivative would be off by order one (the flow contracts the prior onto
+    the mixture)."""
+    x, t = jnp.array([0.4, -0.3]), 0.8
+    jacobian = jax.jit(jax.jacrev(EXACT), static_argnums=1)(x, t)
+    step = 1e-5
+    columns = [
+        (_at(EXACT, x + step * e, t) - _at(EXACT, x - step * e, t)) / (2 * step)
+        for e in jnp.eye(2)
+    ]
+    assert_allclose(jacobian, jnp.stack(columns, axis=1), rtol=1e-6, atol=1e-6)
+    assert np.min(np.abs(np.linalg.eigvals(np.asarray(jacobian)))) > 1e-2
+
+
 # 1e-6 is far below what 60,000 samples can detect (3%), and the solves are
 # faster than at the default 1e-10.
 SAMPLING_EXACT = dataclasses.replace(EXACT, rtol=1e-6, atol=1e-6)

@@ -106,8 +106,11 @@ _count = _parsed(int, lambda n: n >= 1, "an integer >= 1")
 _rate = _parsed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 _weight = _parsed(float, lambda w: math.isfinite(w) and w >= 0, "finite and >= 0")
 _folder = _parsed(str, bool, "a folder name, not empty")
+# The demo trains a diffusion model: every sampler of the table but the one that
+# samples a consistency model.
+DEMO_SAMPLERS = tuple(name for name in sampler_table() if name != "consistency")
 _sampler = _parsed(
-    str, sampler_table().__contains__, f"one of {', '.join(sampler_table())}"
+    str, DEMO_SAMPLERS.__contains__, f"one of {', '.join(DEMO_SAMPLERS)}"
 )
 
 
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"  {name:<11} {entry.description}"
         + (f"; {entry.num_steps} steps" if entry.num_steps else "")
         for name, entry in sampler_table().items()
+        if name in DEMO_SAMPLERS
     )
     demo = commands.add_parser(
         "demo",
