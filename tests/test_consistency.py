@@ -40,8 +40,8 @@ DETECT = 0.03  # as in test_sampler: about 60,000 samples
 
 
 @eqx.filter_jit
-def _at(model, x, t):
-    return model(x, t)
+def _at(model, x, t, y=None):
+    return model(x, t) if y is None else model(x, t, y)
 
 
 @given(
@@ -167,6 +167,15 @@ def test_consistency_sampling_by_name_and_by_count_of_times():
     assert_allclose(level(times[1]), middle, rtol=1e-9)
     assert np.array_equal(direct.trajectory[:, 0], x)
     assert np.array_equal(direct.trajectory[:, -1], direct.sample)
+
+
+def test_consistency_sampling_passes_the_label_to_a_conditional_model():
+    """With `label`, the model is called as model(x, t, label): one step of the
+    exact function of class 1 alone is that class's own map."""
+    x = jnp.array([0.3, -1.2])
+    sample = scorax.consistency_sample(SAMPLING_EXACT, VP, x, label=1).sample
+    assert np.array_equal(sample, _at(SAMPLING_EXACT, x, 1.0, 1))
+    assert not np.allclose(sample, _at(SAMPLING_EXACT, x, 1.0))
 
 
 # The teacher's order p: the squared-distance loss is the step's local error,

@@ -5,9 +5,10 @@ from collections.abc import Sequence
 from typing import ClassVar, Literal, NamedTuple, TypeAlias
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._checks import (
     check_choice,
@@ -127,6 +128,16 @@ class ConsistencySampler(AbstractLastStepSampler[Array], AbstractMarkovSampler):
         return self._to_boundary(problem, state, s), state
 
 
+class _Labelled(eqx.Module):
+    """A class-conditional model called with a fixed label."""
+
+    model: Model
+    label: Int[ArrayLike, ""]
+
+    def __call__(self, x: Array, t: Array) -> Array:
+        return self.model(x, t, self.label)  # pyright: ignore[reportCallIssue]
+
+
 def consistency_sample(
     model: Model,
     path: AbstractGaussianPath,
@@ -137,6 +148,7 @@ def consistency_sample(
     t_max: float | None = None,
     key: PRNGKeyArray | None = None,
     noise: Float[Array, " steps *shape"] | None = None,
+    label: Int[ArrayLike, ""] | None = None,
     trajectory: bool = False,
 ) -> SampleResult:
     r"""One-step and multistep consistency sampling (Song et al. 2023,
@@ -180,6 +192,8 @@ def consistency_sample(
     - `key`: a JAX PRNG key, needed for $K > 1$.
     - `noise`: the Gaussian draws, given instead of `key`: shape `(K, *x.shape)`,
       `noise[k]` re-noising to $\tau_{k+1}$ (the last is unused).
+    - `label`: the class to sample, for a class-conditional model (called as
+      `model(x, t, label)`); default `None`.
     - `trajectory`: also return the $K + 1$ states: the start, each re-noised point
       $x_{\tau_k}$, and the sample; `times` are the $\tau_k$ then $t_\text{min}$.
 
@@ -189,6 +203,8 @@ def consistency_sample(
     """
     t_min = check_consistency_model(model)
     t_max = default_t_max(path) if t_max is None else float(t_max)
+    if label is not None:
+        model = _Labelled(model, label)
     problem = Problem(model, path, NoisePrediction(), t_min, t_max)
     if isinstance(times, int):
         count = check_count(times, "times")
