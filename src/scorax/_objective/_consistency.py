@@ -251,6 +251,10 @@ class ConsistencyRecipe(eqx.Module):
         if self.t_max is not None and not 0 < self.t_max <= 1:
             raise ValueError(f"`t_max` must lie in (0, 1], got {self.t_max}.")
 
+    def top_time(self, path: AbstractGaussianPath) -> float:
+        """The time of the top level: `t_max`, or 1 (0.99 where alpha(1) = 0)."""
+        return default_t_max(path) if self.t_max is None else self.t_max
+
     def decay(self, step: Int[ArrayLike, "*steps"]) -> Float[Array, "*steps"]:
         r"""$\mu(k)$, the target's decay after step $k$: for
         [`fit`][scorax.fit]'s `target_decay`."""
@@ -272,7 +276,7 @@ class ConsistencyRecipe(eqx.Module):
         `max_levels` (entries past $N(k)$ repeat $\tilde\sigma_\text{max}$), and
         $N(k)$."""
         num = self.discretisation.num_levels(step)
-        t_max = default_t_max(path) if self.t_max is None else self.t_max
+        t_max = self.top_time(path)
         low = path.noise_to_signal(jnp.asarray(t_min, dtype))
         high = path.noise_to_signal(jnp.asarray(t_max, dtype))
         rho = jnp.asarray(self.rho, dtype)
@@ -306,7 +310,7 @@ class ConsistencyRecipe(eqx.Module):
             n = jr.categorical(key, logits).astype(jnp.int32)
         low, high = levels[n], levels[n + 1]
         t_low = jnp.where(n == 0, jnp.asarray(t_min, dtype), _time(path, low))
-        t_max = default_t_max(path) if self.t_max is None else self.t_max
+        t_max = self.top_time(path)
         t_high = jnp.where(
             n + 1 == num - 1, jnp.asarray(t_max, dtype), _time(path, high)
         )
@@ -519,7 +523,7 @@ def consistency_distillation_loss(
     The loss, a scalar.
     """
     t_min, pair, z = _draw(model, path, x0, key, step, recipe)
-    t_max = default_t_max(path) if recipe.t_max is None else recipe.t_max
+    t_max = recipe.top_time(path)
 
     def guided(x: Array, t: Array) -> Array:
         return _call(teacher, x, t, label)
