@@ -160,6 +160,16 @@ def check_time_range(t_min: float, t_max: float = 1.0, path: object = None) -> N
         raise ValueError(f"`t_max` must lie in (t_min, 1] = ({t_min}, 1], got {t_max}.")
 
 
+def check_boundary_time(t_min: object, name: str = "t_min") -> float:
+    """`t_min` as a float, unless it is not a number in (0, 1): the boundary time of
+    a consistency model, or the smallest time of a loss."""
+    if isinstance(t_min, bool) or not isinstance(t_min, (int, float, np.number)):
+        raise ValueError(f"`{name}` must be a number in (0, 1), got {t_min!r}.")
+    if not 0 < t_min < 1:
+        raise ValueError(f"`{name}` must lie in (0, 1), got {t_min}.")
+    return float(t_min)
+
+
 def check_consistency_model(model: object, name: str = "model") -> float:
     """The boundary time `t_min` of a consistency model (`ConsistencyModel`,
     `testing.ExactConsistencyModel`, or any model with a float `t_min` in (0, 1)),

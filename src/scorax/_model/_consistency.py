@@ -7,7 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._checks import check_positive
+from .._checks import check_boundary_time, check_positive
 from .._custom_types import FloatScalar, RealScalarLike
 from .._path import AbstractGaussianPath
 from ._preconditioned import Preconditioned
@@ -80,8 +80,7 @@ class ConsistencyModel(eqx.Module):
 
     def __check_init__(self):
         check_positive(self.sigma_data, "sigma_data")
-        if not 0 < self.t_min < 1:
-            raise ValueError(f"`t_min` must lie in (0, 1), got {self.t_min}.")
+        check_boundary_time(self.t_min)
 
     @property
     def num_classes(self) -> Any:

@@ -28,7 +28,7 @@ from .._custom_types import FloatScalar, IntScalarLike, RealScalarLike
 from .._parameterisation import AbstractParameterisation, NoisePrediction
 from .._path import AbstractGaussianPath, default_t_max
 from .._predict import Model
-from .._sampler import teacher_step, TeacherMethod
+from .._sampler import rho_interpolate, teacher_step, TeacherMethod
 
 
 LevelSampling = Literal["uniform", "lognormal"]
@@ -282,9 +282,7 @@ class ConsistencyRecipe(eqx.Module):
         rho = jnp.asarray(self.rho, dtype)
         index = jnp.arange(self.discretisation.max_levels, dtype=dtype)
         fraction = jnp.minimum(index / (num - 1).astype(dtype), 1)
-        lo, hi = low ** (1 / rho), high ** (1 / rho)
-        levels = (lo + fraction * (hi - lo)) ** rho
-        return levels.at[0].set(low), num
+        return rho_interpolate(low, high, fraction, rho).at[0].set(low), num
 
     def draw_pair(
         self,

@@ -8,7 +8,13 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._checks import check, check_choice, check_time, is_concrete
+from .._checks import (
+    check,
+    check_boundary_time,
+    check_choice,
+    check_time,
+    is_concrete,
+)
 from .._custom_types import FloatScalar, RealScalarLike
 from .._parameterisation import (
     AbstractParameterisation,
@@ -286,8 +292,7 @@ def diffusion_loss(
             "`time_sampling` must be a scorax.AbstractTimeSampling, such as "
             f"scorax.UniformTime() or scorax.LogNormalNoise(), got {time_sampling!r}."
         )
-    if not 0 < t_min < 1:
-        raise ValueError(f"`t_min` must lie in (0, 1), got {t_min}.")
+    check_boundary_time(t_min)
     key, model = with_label(model, key, label, label_dropout)
     importance = jnp.ones((), x0.dtype)
     if t is None:

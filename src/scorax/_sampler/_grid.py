@@ -39,6 +39,14 @@ def quadratic_times(start: Array, end: Array, num_steps: int) -> Array:
     return times.at[0].set(start).at[-1].set(end)
 
 
+def rho_interpolate(start: Array, end: Array, fraction: Array, rho: Array) -> Array:
+    r"""Karras et al.'s $\rho$-spacing: $(a^{1/\rho} + f (b^{1/\rho} -
+    a^{1/\rho}))^\rho$ between levels $a$ = `start` and $b$ = `end` at the
+    `fraction`s $f \in [0, 1]$ (which may be traced)."""
+    first, last = start ** (1 / rho), end ** (1 / rho)
+    return (first + fraction * (last - first)) ** rho
+
+
 def rho_levels(
     level_max: Array, level_min: Array, num_levels: int, rho: Array
 ) -> Float[Array, " levels"]:
@@ -46,8 +54,7 @@ def rho_levels(
     (\sigma_\text{min}^{1/\rho} - \sigma_\text{max}^{1/\rho}))^\rho$ for
     $i < N$ = `num_levels`, then 0."""
     fraction = jnp.linspace(0, 1, num_levels, dtype=level_max.dtype)
-    low, high = level_min ** (1 / rho), level_max ** (1 / rho)
-    levels = (high + fraction * (low - high)) ** rho
+    levels = rho_interpolate(level_max, level_min, fraction, rho)
     # The first level exactly `level_max`, whatever the rounding of the powers.
     levels = levels.at[0].set(level_max)
     return jnp.concatenate([levels, jnp.zeros((1,), level_max.dtype)])

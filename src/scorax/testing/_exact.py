@@ -6,6 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._checks import check_boundary_time
 from .._custom_types import RealScalarLike
 from .._mixture import GaussianMixture
 from .._parameterisation import AbstractParameterisation, convert, ScorePrediction
@@ -100,8 +101,7 @@ class ExactConsistencyModel(eqx.Module):
     max_steps: int = eqx.field(static=True, default=4096)
 
     def __check_init__(self):
-        if not 0 < self.t_min < 1:
-            raise ValueError(f"`t_min` must lie in (0, 1), got {self.t_min}.")
+        check_boundary_time(self.t_min)
 
     @property
     def score_model(self) -> ExactModel:
